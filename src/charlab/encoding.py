@@ -1,0 +1,192 @@
+"""Vocabulary, corpus encoding and the train/val/test split.
+
+The corpus is encoded once into a flat integer file (like nanoGPT's ``train.bin``) that
+training and scoring memory-map; ``split.json`` records where each split lies in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charlab.io import atomic_path, read_json, write_json
+
+SPLITS = ("train", "val", "test")
+
+
+class VocabError(ValueError):
+    """Text holds characters the vocabulary does not know."""
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be encoded (bad UTF-8, empty, too short)."""
+
+
+def _show(chars: Iterable[str]) -> str:
+    return ", ".join(repr(c) for c in chars)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Every distinct character of a corpus, sorted by code point; id = position."""
+
+    chars: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if list(self.chars) != sorted(set(self.chars)):
+            raise ValueError("vocab characters must be distinct and sorted by code point")
+        object.__setattr__(self, "_stoi", {c: i for i, c in enumerate(self.chars)})
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocab:
+        return cls(tuple(sorted(set(text))))
+
+    @property
+    def size(self) -> int:
+        return len(self.chars)
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Smallest unsigned integer type that holds every id."""
+        for dt in (np.uint8, np.uint16, np.uint32):
+            if self.size <= np.iinfo(dt).max + 1:
+                return np.dtype(dt)
+        raise ValueError(f"vocabulary of {self.size} characters is too large")
+
+    def unknown(self, text: str) -> list[str]:
+        """Characters of ``text`` outside the vocabulary, in order of first appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self._stoi))
+
+    def encode(self, text: str) -> np.ndarray:
+        missing = self.unknown(text)
+        if missing:
+            shown = _show(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise VocabError(
+                f"{len(missing)} character(s) not in the vocabulary of {self.size}: {shown}"
+            )
+        if self.size <= 256 and all(ord(c) < 256 for c in self.chars):
+            # Fast path: a byte lookup table instead of a Python loop per character.
+            table = np.zeros(256, dtype=self.dtype)
+            table[[ord(c) for c in self.chars]] = np.arange(self.size, dtype=self.dtype)
+            return table[np.frombuffer(text.encode("latin-1"), dtype=np.uint8)]
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        points = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        return np.searchsorted(points, codes).astype(self.dtype)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def to_json(self) -> dict:
+        return {"chars": list(self.chars)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Vocab:
+        return cls(tuple(obj["chars"]))
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        return cls.from_json(read_json(path))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Where each split lies in the encoded corpus, and what the corpus was."""
+
+    n_chars: int
+    dtype: str
+    sha256: str
+    splits: dict[str, tuple[int, int]]
+
+    def to_json(self) -> dict:
+        return {"n_chars": self.n_chars, "dtype": self.dtype, "sha256": self.sha256,
+                "splits": {k: {"start": a, "end": b} for k, (a, b) in self.splits.items()}}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Manifest:
+        splits = {k: (int(v["start"]), int(v["end"])) for k, v in obj["splits"].items()}
+        return cls(int(obj["n_chars"]), str(obj["dtype"]), str(obj["sha256"]), splits)
+
+
+def decode_utf8(data: bytes, source: str = "corpus") -> str:
+    """Decode ``data`` as UTF-8, naming the 0-based byte offset of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = data[e.start:e.end]
+        raise CorpusError(
+            f"{source} is not valid UTF-8: byte offset {e.start} (0x{bad.hex()}): {e.reason}"
+        ) from None
+
+
+def split_bounds(n: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
+    """Contiguous train | val | test ranges; val and test are the last fractions."""
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    n_train = n - n_val - n_test
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
+              "test": (n_train + n_val, n)}
+    for name, (a, b) in bounds.items():
+        if b - a < 2:
+            raise CorpusError(
+                f"corpus of {n} characters leaves the {name} split only {b - a} character(s); "
+                "need at least 2 per split (use a longer corpus or larger fractions)"
+            )
+    return bounds
+
+
+def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike,
+                  tokens_path: str | os.PathLike, split_path: str | os.PathLike, *,
+                  val_fraction: float, test_fraction: float) -> Manifest:
+    """Encode a UTF-8 text file into vocab.json, a flat id file and split.json."""
+    data = Path(text_path).read_bytes()
+    text = decode_utf8(data, source=str(text_path))
+    if not text:
+        raise CorpusError(f"{text_path} is empty")
+    bounds = split_bounds(len(text), val_fraction, test_fraction)
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    manifest = Manifest(n_chars=len(ids), dtype=vocab.dtype.name,
+                        sha256=hashlib.sha256(data).hexdigest(), splits=bounds)
+    with atomic_path(tokens_path) as tmp:
+        ids.tofile(tmp)
+    vocab.save(vocab_path)
+    write_json(split_path, manifest.to_json())
+    return manifest
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An encoded corpus: vocabulary, memory-mapped ids, and its split manifest."""
+
+    vocab: Vocab
+    ids: np.ndarray
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, vocab_path: str | os.PathLike, tokens_path: str | os.PathLike,
+             split_path: str | os.PathLike) -> Corpus:
+        vocab = Vocab.load(vocab_path)
+        manifest = Manifest.from_json(read_json(split_path))
+        ids = np.memmap(tokens_path, dtype=np.dtype(manifest.dtype), mode="r")
+        if len(ids) != manifest.n_chars:
+            raise CorpusError(
+                f"{tokens_path} holds {len(ids)} ids but {split_path} says {manifest.n_chars}"
+            )
+        return cls(vocab, ids, manifest)
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in self.manifest.splits:
+            raise KeyError(f"unknown split {name!r}; known: {', '.join(self.manifest.splits)}")
+        a, b = self.manifest.splits[name]
+        return self.ids[a:b]
