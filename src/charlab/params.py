@@ -1,0 +1,245 @@
+"""Typed, validated params: one dataclass per ``params.yaml`` section.
+
+Every error names the key path (``train.rnn3.hidden_size``) and what is allowed, and is
+raised before a stage does any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from charlab.io import read_yaml
+
+T = TypeVar("T")
+
+
+class ParamsError(ValueError):
+    """A params value is missing, unknown, of the wrong type or out of range."""
+
+
+# --- checks: each returns an error message or None ---------------------------------------
+
+def positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def fraction(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def probability(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def sha256_hex(v: Any) -> str | None:
+    if v is None or re.fullmatch(r"[0-9a-fA-F]{64}", v):
+        return None
+    return "must be 64 hex digits, or null to skip verification"
+
+
+def _check(fn: Callable[[Any], str | None]) -> dict:
+    return {"check": fn}
+
+
+# --- sections ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DownloadParams:
+    url: str
+    sha256: str | None = field(default=None, metadata=_check(sha256_hex))
+    timeout: float = field(default=30.0, metadata=_check(positive))
+    retries: int = field(default=3, metadata=_check(non_negative))
+
+
+@dataclass(frozen=True)
+class EncodeParams:
+    val_fraction: float = field(default=0.05, metadata=_check(fraction))
+    test_fraction: float = field(default=0.05, metadata=_check(fraction))
+
+    def validate(self, path: str) -> None:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ParamsError(
+                f"{path}.val_fraction + {path}.test_fraction: must sum to < 1 (leaving a train "
+                f"split), got {self.val_fraction} + {self.test_fraction}"
+            )
+        for key in ("val_fraction", "test_fraction"):
+            if getattr(self, key) <= 0:
+                raise ParamsError(f"{path}.{key}: must be > 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class NgramParams:
+    orders: list[int] = field(default_factory=lambda: [4, 10])
+    smoothing: Literal["kn", "addk"] = "kn"
+    add_k: float = field(default=0.01, metadata=_check(positive))
+    # null: one discount per order, D = n1 / (n1 + 2 n2) (Ney et al.)
+    discount: float | None = None
+
+    def validate(self, path: str) -> None:
+        if not self.orders:
+            raise ParamsError(f"{path}.orders: must list at least one order")
+        for i, o in enumerate(self.orders):
+            if o < 0:
+                raise ParamsError(f"{path}.orders[{i}]: must be >= 0, got {o}")
+        if len(set(self.orders)) != len(self.orders):
+            raise ParamsError(f"{path}.orders: must not repeat an order, got {self.orders}")
+        if self.discount is not None and not 0 < self.discount < 1:
+            raise ParamsError(f"{path}.discount: must be in (0, 1) or null, got {self.discount}")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    cell: Literal["rnn", "lstm", "gru"] = "rnn"
+    layers: int = field(default=1, metadata=_check(positive))
+    hidden_size: int = field(default=512, metadata=_check(positive))
+    dropout: float = field(default=0.1, metadata=_check(fraction))
+    batch_size: int = field(default=64, metadata=_check(positive))
+    seq_length: int = field(default=100, metadata=_check(positive))
+    lr: float = field(default=2e-3, metadata=_check(positive))
+    max_steps: int = field(default=1000, metadata=_check(positive))
+    eval_every: int = field(default=100, metadata=_check(positive))
+    seed: int = 1337
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # 0: use every core the machine has
+    threads: int = field(default=0, metadata=_check(non_negative))
+    grad_clip: float = field(default=1.0, metadata=_check(non_negative))
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    length: int = field(default=1000, metadata=_check(positive))
+    prime: str = ""
+    temperature: float = field(default=0.8, metadata=_check(non_negative))
+    top_k: int | None = None
+    seed: int = 1337
+
+    def validate(self, path: str) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ParamsError(f"{path}.top_k: must be >= 1 or null, got {self.top_k}")
+
+
+# --- the machinery -----------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+            type(None): "null"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, path)
+            except ParamsError:
+                continue
+    elif origin is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(tp)
+            return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ParamsError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+
+
+def parse(cls: type[T], raw: Any, path: str) -> T:
+    """Build dataclass ``cls`` from a params mapping, validating every key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{path}: must be a mapping of keys to values, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"{path}.{unknown[0]}: unknown key; allowed keys: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}"
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"{key}: missing (required, {_type_name(hints[name])})")
+            continue
+        value = _coerce(raw[name], hints[name], key)
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem:
+                raise ParamsError(f"{key}: {problem}, got {value!r}")
+        values[name] = value
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def load(path: str | os.PathLike = "params.yaml") -> dict:
+    """Read params.yaml (safe_load only) and check that it is a mapping."""
+    try:
+        raw = read_yaml(path)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except Exception as e:  # yaml.YAMLError carries the line and column
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{path}: must hold a mapping of sections, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def section(params: Mapping, name: str, cls: type[T]) -> T:
+    """Parse top-level section ``name`` of loaded params into ``cls``."""
+    if name not in params:
+        raise ParamsError(f"{name}: section missing from params")
+    return parse(cls, params[name], name)
+
+
+def train_models(params: Mapping) -> dict[str, TrainParams]:
+    """Every entry of ``train:``, validated; keys are the model names."""
+    raw = params.get("train")
+    if not isinstance(raw, Mapping) or not raw:
+        raise ParamsError("train: must map each model name to its settings")
+    out = {}
+    for name, entry in raw.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
+            raise ParamsError(f"train.{name}: model names must be letters, digits, _ or -")
+        if re.fullmatch(r"ngram\d+", str(name)):
+            raise ParamsError(f"train.{name}: names ngram<order> are reserved for n-gram models")
+        out[str(name)] = parse(TrainParams, entry, f"train.{name}")
+    return out
