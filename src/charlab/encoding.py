@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from charlab.errors import CharlabError
 from charlab.io import atomic_path, read_json, write_json
 
 SPLITS = ("train", "val", "test")
 
 
-class VocabError(ValueError):
+class VocabError(CharlabError, ValueError):
     """Text holds characters the vocabulary does not know."""
 
 
-class CorpusError(ValueError):
+class CorpusError(CharlabError, ValueError):
     """The corpus cannot be encoded (bad UTF-8, empty, too short)."""
 
 

@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from charlab.errors import CharlabError
 from charlab.io import read_yaml
 
 T = TypeVar("T")
 
 
-class ParamsError(ValueError):
+class ParamsError(CharlabError, ValueError):
     """A params value is missing, unknown, of the wrong type or out of range."""
 
 
@@ -127,6 +128,13 @@ class SampleParams:
     def validate(self, path: str) -> None:
         if self.top_k is not None and self.top_k < 1:
             raise ParamsError(f"{path}.top_k: must be >= 1 or null, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # 0: use every core the machine has
+    threads: int = field(default=0, metadata=_check(non_negative))
 
 
 # --- the machinery -----------------------------------------------------------------------

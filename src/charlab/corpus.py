@@ -1,0 +1,114 @@
+"""Fetch the corpus: http(s), file:// or a local path, streamed, verified, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from charlab.errors import CharlabError
+from charlab.io import atomic_path
+
+CHUNK = 1 << 16
+SCHEMES = ("http", "https", "file")
+
+
+class DownloadError(CharlabError, RuntimeError):
+    """The corpus could not be fetched, or is not the file that was asked for."""
+
+
+class _Retryable(DownloadError):
+    """A fault worth another try: connection trouble, a 5xx, a truncated body."""
+
+
+def _local_path(url: str) -> Path | None:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(url)
+    if parsed.scheme not in SCHEMES:
+        raise DownloadError(
+            f"download.url: scheme {parsed.scheme!r} is not allowed; use one of "
+            f"{', '.join(SCHEMES)} or a local path (got {url})"
+        )
+    return None
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, digest) -> int:
+    done = 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False,
+              disable=None) as bar:
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            bar.update(len(chunk))
+    return done
+
+
+def _fetch_once(url: str, tmp: Path, timeout: float) -> str:
+    digest = hashlib.sha256()
+    local = _local_path(url)
+    with open(tmp, "wb") as out:
+        if local is not None:
+            if not local.is_file():
+                raise DownloadError(f"download.url: no such file: {local}")
+            with open(local, "rb") as src:
+                _copy(src, out, local.stat().st_size, local.name, digest)
+            return digest.hexdigest()
+        req = urllib.request.Request(url, headers={"User-Agent": "charlab"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                got = _copy(resp, out, total, Path(urllib.parse.urlparse(url).path).name or url,
+                            digest)
+        except urllib.error.HTTPError as e:
+            msg = f"{url}: HTTP {e.code} {e.reason}"
+            if e.code >= 500 or e.code == 429:
+                raise _Retryable(msg) from None
+            raise DownloadError(msg) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", None) or e
+            raise _Retryable(f"{url}: {reason}") from None
+        if total is not None and got != total:
+            raise _Retryable(f"{url}: body truncated: got {got} of {total} bytes")
+    return digest.hexdigest()
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
+             timeout: float = 30.0, retries: int = 3, backoff: float = 1.0) -> str:
+    """Fetch ``url`` into ``dest`` and return its sha256.
+
+    ``dest`` is replaced only by a complete file whose hash matches ``sha256`` (when given);
+    otherwise it is left as it was. Connection faults, 5xx answers and truncated bodies are
+    retried ``retries`` times with exponential backoff.
+    """
+    _local_path(url)  # reject a bad scheme before touching anything
+    attempt = 0
+    while True:
+        try:
+            with atomic_path(dest) as tmp:
+                got = _fetch_once(url, tmp, timeout)
+                if sha256 is not None and got.lower() != sha256.lower():
+                    raise DownloadError(
+                        f"{url}: sha256 mismatch: expected {sha256.lower()}, got {got} "
+                        "(set download.sha256 to the new hash, or null to skip the check)"
+                    )
+            return got
+        except _Retryable as e:
+            if attempt >= retries:
+                raise DownloadError(f"{e} (gave up after {attempt + 1} attempts)") from None
+            time.sleep(backoff * 2**attempt)
+            attempt += 1
+
+

@@ -1,0 +1,29 @@
+"""Stage `encode`: corpus text -> vocab.json, a flat id file and the split manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+from charlab import params
+from charlab.encoding import encode_corpus
+from charlab.errors import run_main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--vocab", required=True)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--splits", required=True)
+    args = ap.parse_args()
+
+    p = params.section(params.load(args.params), "encode", params.EncodeParams)
+    m = encode_corpus(args.corpus, args.vocab, args.tokens, args.splits,
+                      val_fraction=p.val_fraction, test_fraction=p.test_fraction)
+    sizes = ", ".join(f"{k} {b - a:,}" for k, (a, b) in m.splits.items())
+    print(f"encode: {m.n_chars:,} chars as {m.dtype}; {sizes}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,46 @@
+"""Stage `evaluate`: score every model on train/val/test -> metrics.csv and metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from charlab import params
+from charlab.encoding import Corpus
+from charlab.errors import run_main
+from charlab.evaluate import evaluate, write_metrics
+from charlab.models import load_models, model_files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--vocab", required=True)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--splits", required=True)
+    ap.add_argument("--ngram-dir", required=True)
+    ap.add_argument("--models-dir", required=True)
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+
+    raw = params.load(args.params)
+    p = params.section(raw, "evaluate", params.EvaluateParams)
+    orders = params.section(raw, "ngram", params.NgramParams).orders
+    trained = list(params.train_models(raw))
+    torch.set_num_threads(p.threads or os.cpu_count() or 1)
+
+    corpus = Corpus.load(args.vocab, args.tokens, args.splits)
+    files = model_files(orders, trained, args.ngram_dir, args.models_dir)
+    table = evaluate(load_models(files, corpus.vocab, device=p.device), corpus)
+    write_metrics(table, args.csv, args.json)
+    test = table[table["split"] == "test"].set_index("model")
+    for name, row in test.iterrows():
+        print(f"evaluate: {name:>10}  test nll {row.nll:.4f}  bpc {row.bpc:.4f}  "
+              f"ppl {row.perplexity:.3f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,45 @@
+"""Stage `sample`: write `sample.length` characters from every model to samples/<model>.txt."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from charlab import params
+from charlab.encoding import Vocab
+from charlab.errors import run_main
+from charlab.io import write_text
+from charlab.lm import generate
+from charlab.models import load_models, model_files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--vocab", required=True)
+    ap.add_argument("--ngram-dir", required=True)
+    ap.add_argument("--models-dir", required=True)
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args()
+
+    raw = params.load(args.params)
+    p = params.section(raw, "sample", params.SampleParams)
+    orders = params.section(raw, "ngram", params.NgramParams).orders
+    trained = list(params.train_models(raw))
+    vocab = Vocab.load(args.vocab)
+    prime = vocab.encode(p.prime)  # fails before any model loads if the prime is unusable
+
+    torch.set_num_threads(1)  # one character at a time: more threads only add overhead
+    files = model_files(orders, trained, args.ngram_dir, args.models_dir)
+    # Sampling feeds one character at a time, which the CPU does faster than a GPU round trip.
+    for name, model in load_models(files, vocab, device="cpu").items():
+        ids = generate(model, prime, p.length, temperature=p.temperature, top_k=p.top_k,
+                       seed=p.seed)
+        write_text(Path(args.out_dir) / f"{name}.txt", p.prime + vocab.decode(ids))
+        print(f"sample: {name} -> {Path(args.out_dir) / f'{name}.txt'}")
+
+
+if __name__ == "__main__":
+    run_main(main)

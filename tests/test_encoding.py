@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+
+from charlab.encoding import (
+    Corpus,
+    CorpusError,
+    Vocab,
+    VocabError,
+    decode_utf8,
+    encode_corpus,
+    split_bounds,
+)
+
+
+@pytest.mark.parametrize("text", ["hello world", "naïve café ☃", "a", "\n\t  \r"])
+def test_vocab_round_trip(text):
+    v = Vocab.from_text(text)
+    assert v.decode(v.encode(text)) == text
+    assert list(v.chars) == sorted(set(text))
+
+
+def test_vocab_sorted_by_code_point_and_ids():
+    v = Vocab.from_text("cab\n")
+    assert v.chars == ("\n", "a", "b", "c")
+    np.testing.assert_array_equal(v.encode("abc\n"), [1, 2, 3, 0])
+
+
+@pytest.mark.parametrize("n,dtype", [(65, "uint8"), (256, "uint8"), (257, "uint16"),
+                                      (70_000, "uint32")])
+def test_vocab_dtype_widens(n, dtype):
+    points = (c for c in range(0x100, 0x30000) if not 0xD800 <= c < 0xE000)  # no surrogates
+    chars = "".join(chr(c) for _, c in zip(range(n), points, strict=False))
+    v = Vocab.from_text(chars)
+    assert v.dtype.name == dtype
+    ids = v.encode(chars)
+    assert ids.dtype.name == dtype and ids[-1] == n - 1
+    assert v.decode(ids) == chars
+
+
+def test_vocab_unknown_characters_named():
+    v = Vocab.from_text("abc")
+    with pytest.raises(VocabError, match=r"2 character\(s\) not in the vocabulary.*'x', 'é'"):
+        v.encode("abxé")
+
+
+def test_vocab_json_round_trip(tmp_path):
+    v = Vocab.from_text("to be or not")
+    v.save(tmp_path / "v.json")
+    assert Vocab.load(tmp_path / "v.json") == v
+
+
+def test_vocab_rejects_unsorted():
+    with pytest.raises(ValueError, match="sorted"):
+        Vocab(("b", "a"))
+
+
+def test_bad_utf8_names_byte_offset():
+    with pytest.raises(CorpusError, match=r"byte offset 6 \(0xff\)"):
+        decode_utf8("héllo".encode() + b"\xff tail", source="x.txt")
+
+
+def test_split_bounds_contiguous():
+    b = split_bounds(1000, 0.05, 0.05)
+    assert b == {"train": (0, 900), "val": (900, 950), "test": (950, 1000)}
+
+
+def test_split_bounds_too_small():
+    with pytest.raises(CorpusError, match="val split only 1"):
+        split_bounds(20, 0.05, 0.05)
+
+
+def test_encode_corpus_files(tmp_path, small_text):
+    src = tmp_path / "c.txt"
+    src.write_text(small_text, encoding="utf-8")
+    paths = [tmp_path / "out" / n for n in ("vocab.json", "corpus.bin", "split.json")]
+    m = encode_corpus(src, *paths, val_fraction=0.1, test_fraction=0.05)
+    manifest = json.loads(paths[2].read_text())
+    assert manifest["n_chars"] == len(small_text) == m.n_chars
+    assert manifest["splits"]["test"]["end"] == len(small_text)
+    assert len(manifest["sha256"]) == 64
+    c = Corpus.load(*paths)
+    assert c.vocab.decode(c.ids) == small_text
+    train, val, test = (c.split(s) for s in ("train", "val", "test"))
+    assert len(train) + len(val) + len(test) == len(small_text)
+    assert c.vocab.decode(test) == small_text[-len(test):]
+    assert isinstance(c.ids, np.memmap)
+    # nothing but the three outputs (no temp files) is left behind
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+@pytest.mark.parametrize("data,match", [(b"", "is empty"), (b"ok\xc3(", "byte offset 2")])
+def test_encode_corpus_bad_input(tmp_path, data, match):
+    src = tmp_path / "c.txt"
+    src.write_bytes(data)
+    paths = [tmp_path / n for n in ("v.json", "c.bin", "s.json")]
+    with pytest.raises(CorpusError, match=match):
+        encode_corpus(src, *paths, val_fraction=0.05, test_fraction=0.05)
+    assert not any(p.exists() for p in paths)
+
+
+def test_corpus_length_mismatch(tmp_path, small_text):
+    src = tmp_path / "c.txt"
+    src.write_text(small_text)
+    paths = [tmp_path / n for n in ("v.json", "c.bin", "s.json")]
+    encode_corpus(src, *paths, val_fraction=0.1, test_fraction=0.1)
+    paths[1].write_bytes(paths[1].read_bytes()[:-5])
+    with pytest.raises(CorpusError, match="holds 19995 ids"):
+        Corpus.load(*paths)
+
+
+def test_real_corpus_vocab(tmp_path, shakespeare):
+    paths = [tmp_path / n for n in ("v.json", "c.bin", "s.json")]
+    m = encode_corpus(shakespeare, *paths, val_fraction=0.05, test_fraction=0.05)
+    assert m.n_chars == 1_115_394
+    assert Vocab.load(paths[0]).size == 65
+    assert m.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    assert m.splits["train"] == (0, 1_003_854)

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+
+from charlab import params
+from charlab.params import (
+    EncodeParams,
+    NgramParams,
+    ParamsError,
+    SampleParams,
+    TrainParams,
+    parse,
+    train_models,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_params_file_is_valid():
+    raw = params.load(REPO / "params.yaml")
+    params.section(raw, "download", params.DownloadParams)
+    params.section(raw, "encode", EncodeParams)
+    assert params.section(raw, "ngram", NgramParams).orders == [4, 10]
+    models = train_models(raw)
+    assert list(models) == ["rnn", "rnn3"]
+    assert (models["rnn3"].layers, models["rnn3"].hidden_size) == (3, 512)
+    assert models["rnn3"].dropout == 0.1
+    params.section(raw, "sample", SampleParams)
+    params.section(raw, "evaluate", params.EvaluateParams)
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"hidden_size": -5}, r"^train\.rnn3\.hidden_size: must be > 0, got -5$"),
+    ({"hidden_size": 2.5}, r"^train\.rnn3\.hidden_size: must be an integer, got 2\.5$"),
+    ({"hidden_size": True}, r"^train\.rnn3\.hidden_size: must be an integer"),
+    ({"cell": "transformer"}, r"^train\.rnn3\.cell: must be one of 'rnn', 'lstm', 'gru'"),
+    ({"device": "tpu"}, r"^train\.rnn3\.device: must be one of 'auto', 'cpu'"),
+    ({"dropout": 1.0}, r"^train\.rnn3\.dropout: must be in \[0, 1\)"),
+    ({"lr": "fast"}, r"^train\.rnn3\.lr: must be a number, got 'fast'"),
+    ({"hiden_size": 3}, r"^train\.rnn3\.hiden_size: unknown key; allowed keys: cell, "),
+])
+def test_train_entry_errors_name_key_path(entry, message):
+    with pytest.raises(ParamsError, match=message):
+        train_models({"train": {"rnn3": entry}})
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({}, r"^train: must map each model name"),
+    ({"train": {"ngram4": {}}}, r"^train\.ngram4: names ngram<order> are reserved"),
+    ({"train": {"a b": {}}}, r"^train\.a b: model names must be"),
+    ({"train": {"x": [1, 2]}}, r"^train\.x: must be a mapping"),
+])
+def test_train_section_errors(raw, message):
+    with pytest.raises(ParamsError, match=message):
+        train_models(raw)
+
+
+@pytest.mark.parametrize("cls,raw,message", [
+    (EncodeParams, {"val_fraction": 0.5, "test_fraction": 0.5}, "must sum to < 1"),
+    (EncodeParams, {"val_fraction": 0.0}, r"encode\.val_fraction: must be > 0"),
+    (NgramParams, {"orders": []}, r"orders: must list at least one order"),
+    (NgramParams, {"orders": [4, -1]}, r"orders\[1\]: must be >= 0"),
+    (NgramParams, {"orders": [4, 4]}, "must not repeat"),
+    (NgramParams, {"orders": [4, "x"]}, r"orders\[1\]: must be an integer"),
+    (NgramParams, {"smoothing": "magic"}, "smoothing: must be one of"),
+    (SampleParams, {"top_k": 0}, r"top_k: must be >= 1 or null"),
+    (params.DownloadParams, {"url": "x", "sha256": "abc"}, "must be 64 hex digits"),
+    (params.DownloadParams, {}, r"url: missing"),
+])
+def test_section_errors(cls, raw, message):
+    with pytest.raises(ParamsError, match=message):
+        parse(cls, raw, "encode" if cls is EncodeParams else "s")
+
+
+def test_defaults_fill_missing_keys():
+    cfg = parse(TrainParams, {"layers": 2}, "train.x")
+    assert cfg.layers == 2 and cfg.cell == "rnn"
+    assert parse(TrainParams, {"lr": 1}, "t").lr == 1.0  # an int is a fine float
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a: [1, 2", "not valid YAML"),
+    ("- 1\n- 2\n", "must hold a mapping of sections"),
+])
+def test_load_errors(tmp_path, text, message):
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    with pytest.raises(ParamsError, match=message):
+        params.load(f)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        params.load(tmp_path / "nope.yaml")
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("x: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        params.load(f)
