@@ -64,6 +64,8 @@ class Vocab:
 
     def unknown(self, text: str) -> list[str]:
         """Characters of ``text`` outside the vocabulary, in order of first appearance."""
+        if set(text) <= self._stoi.keys():  # the common case, without a loop per character
+            return []
         return list(dict.fromkeys(c for c in text if c not in self._stoi))
 
     def encode(self, text: str) -> np.ndarray:

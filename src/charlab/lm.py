@@ -81,10 +81,9 @@ def _draw(log_probs: np.ndarray, temperature: float, top_k: int | None,
     if top_k is not None and top_k < len(logits):
         cutoff = np.partition(logits, -top_k)[-top_k]
         logits = np.where(logits < cutoff, -np.inf, logits)
-    logits = logits - logits.max()
-    p = np.exp(logits)
-    p /= p.sum()
-    return int(rng.choice(len(p), p=p))
+    cdf = np.cumsum(np.exp(logits - logits.max()))
+    # one uniform draw against the cumulative sum: several times faster than rng.choice
+    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
 
 
 def generate(model: LanguageModel, prime: np.ndarray, length: int, *,

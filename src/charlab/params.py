@@ -82,7 +82,8 @@ class EncodeParams:
 @dataclass(frozen=True)
 class NgramParams:
     orders: list[int] = field(default_factory=lambda: [4, 10])
-    smoothing: Literal["kn", "addk"] = "kn"
+    # kn: interpolated Kneser-Ney; mkn: modified KN (3 discounts); addk: add-k
+    smoothing: Literal["kn", "mkn", "addk"] = "kn"
     add_k: float = field(default=0.01, metadata=_check(positive))
     # null: one discount per order, D = n1 / (n1 + 2 n2) (Ney et al.)
     discount: float | None = None
@@ -115,6 +116,21 @@ class TrainParams:
     # 0: use every core the machine has
     threads: int = field(default=0, metadata=_check(non_negative))
     grad_clip: float = field(default=1.0, metadata=_check(non_negative))
+    # 0: one-hot input, as in the lecture; else a learned embedding of this size
+    embedding_size: int = field(default=0, metadata=_check(non_negative))
+    # bf16: GEMMs in bfloat16 (fast on GPUs and on CPUs with AMX/AVX512-BF16, slow on
+    # others); auto: bf16 where the device does it natively, else fp32
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # learning rate: linear warmup, then constant or cosine down to lr * min_lr_ratio
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = field(default=0, metadata=_check(non_negative))
+    min_lr_ratio: float = field(default=0.1, metadata=_check(probability))
+    # resume state written every this many steps; 0: at every evaluation row
+    checkpoint_every: int = field(default=0, metadata=_check(non_negative))
+    # true: continue from the resume state even if that run finished (e.g. more max_steps)
+    resume: bool = False
+    # stop after this many evaluations without a new best val loss; 0: never
+    patience: int = field(default=0, metadata=_check(non_negative))
 
 
 @dataclass(frozen=True)

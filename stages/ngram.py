@@ -1,0 +1,37 @@
+"""Stage `ngram`: fit one character n-gram table per order in `ngram.orders`."""
+
+from __future__ import annotations
+
+import argparse
+
+from charlab import params
+from charlab.encoding import Corpus
+from charlab.errors import run_main
+from charlab.models import ngram_file
+from charlab.ngram import NGramLM
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--vocab", required=True)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--splits", required=True)
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args()
+
+    p = params.section(params.load(args.params), "ngram", params.NgramParams)
+    corpus = Corpus.load(args.vocab, args.tokens, args.splits)
+    train = corpus.split("train")  # counts come from the train split only
+    # One fit at the highest order holds every lower order's counts too.
+    full = NGramLM.fit(train, corpus.vocab.size, max(p.orders), smoothing=p.smoothing,
+                       add_k=p.add_k, discount=p.discount)
+    for order in p.orders:
+        model = full.with_order(order)
+        path = ngram_file(args.out_dir, order)
+        model.save(path)
+        print(f"ngram: order {order}: {model.num_params():,} table entries -> {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)
