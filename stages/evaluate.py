@@ -12,6 +12,7 @@ from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.evaluate import evaluate, write_metrics
 from charlab.models import load_models, model_files
+from charlab.train import DeviceError, resolve_device
 
 
 def main() -> None:
@@ -24,18 +25,23 @@ def main() -> None:
     ap.add_argument("--models-dir", required=True)
     ap.add_argument("--csv", required=True)
     ap.add_argument("--json", required=True)
+    ap.add_argument("--bar", required=True, help="test split only, for the bar chart")
     args = ap.parse_args()
 
     raw = params.load(args.params)
     p = params.section(raw, "evaluate", params.EvaluateParams)
     orders = params.section(raw, "ngram", params.NgramParams).orders
     trained = list(params.train_models(raw))
+    try:  # before any work: a missing GPU is a params problem
+        device = resolve_device(p.device)
+    except DeviceError as e:
+        raise params.ParamsError(f"evaluate.device: {e}") from None
     torch.set_num_threads(p.threads or os.cpu_count() or 1)
 
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     files = model_files(orders, trained, args.ngram_dir, args.models_dir)
-    table = evaluate(load_models(files, corpus.vocab, device=p.device), corpus)
-    write_metrics(table, args.csv, args.json)
+    table = evaluate(load_models(files, corpus.vocab, device=str(device)), corpus)
+    write_metrics(table, args.csv, args.json, args.bar)
     test = table[table["split"] == "test"].set_index("model")
     for name, row in test.iterrows():
         print(f"evaluate: {name:>10}  test nll {row.nll:.4f}  bpc {row.bpc:.4f}  "

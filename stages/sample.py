@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from charlab import params
-from charlab.encoding import Vocab
+from charlab.encoding import Vocab, VocabError
 from charlab.errors import run_main
-from charlab.io import write_text
+from charlab.io import atomic_paths
 from charlab.lm import generate
 from charlab.models import load_models, model_files
 
@@ -29,16 +29,25 @@ def main() -> None:
     orders = params.section(raw, "ngram", params.NgramParams).orders
     trained = list(params.train_models(raw))
     vocab = Vocab.load(args.vocab)
-    prime = vocab.encode(p.prime)  # fails before any model loads if the prime is unusable
+    try:  # before any model loads
+        prime = vocab.encode(p.prime)
+    except VocabError as e:
+        raise params.ParamsError(f"sample.prime: {e}") from None
 
     torch.set_num_threads(1)  # one character at a time: more threads only add overhead
     files = model_files(orders, trained, args.ngram_dir, args.models_dir)
     # Sampling feeds one character at a time, which the CPU does faster than a GPU round trip.
+    texts = {}
     for name, model in load_models(files, vocab, device="cpu").items():
         ids = generate(model, prime, p.length, temperature=p.temperature, top_k=p.top_k,
                        seed=p.seed)
-        write_text(Path(args.out_dir) / f"{name}.txt", p.prime + vocab.decode(ids))
-        print(f"sample: {name} -> {Path(args.out_dir) / f'{name}.txt'}")
+        texts[Path(args.out_dir) / f"{name}.txt"] = p.prime + vocab.decode(ids)
+    # every sample or none: a failed write (disk full) leaves the previous files in place
+    with atomic_paths(*texts) as temps:
+        for tmp, text in zip(temps, texts.values(), strict=True):
+            tmp.write_text(text, encoding="utf-8")
+    for path in texts:
+        print(f"sample: {path.stem} -> {path}")
 
 
 if __name__ == "__main__":

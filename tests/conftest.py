@@ -25,7 +25,7 @@ def make_text(n_chars: int, seed: int = 0) -> str:
     out: list[str] = []
     size = 0
     while size < n_chars:
-        who = rng.choice(["KING", "QUEEN", "First Lord", "Nurse"])
+        who = rng.choice(["KING", "QUEEN", "First Citizen", "Nurse"])
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12)))
         line = f"{who}:\n{words.capitalize()}{rng.choice('.,!?;')}\n\n"
         out.append(line)

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -117,3 +118,27 @@ def test_real_corpus_vocab(tmp_path, shakespeare):
     assert Vocab.load(paths[0]).size == 65
     assert m.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert m.splits["train"] == (0, 1_003_854)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 1 << 20])
+def test_encode_corpus_streams_in_chunks(tmp_path, chunk_bytes):
+    # multi-byte characters straddle chunk boundaries when chunks are tiny
+    text = "naïve ☃ café — " * 40
+    src = tmp_path / "c.txt"
+    src.write_text(text, encoding="utf-8")
+    paths = [tmp_path / n for n in ("v.json", "c.bin", "s.json")]
+    m = encode_corpus(src, *paths, val_fraction=0.1, test_fraction=0.1, chunk_bytes=chunk_bytes)
+    c = Corpus.load(*paths)
+    assert c.vocab.decode(c.ids) == text and m.n_chars == len(text)
+    assert m.sha256 == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("chunk_bytes", [2, 5, 1 << 20])
+def test_bad_byte_offset_in_a_later_chunk(tmp_path, chunk_bytes):
+    data = "ab☃cd".encode() * 3 + b"\xff" + b"tail"
+    src = tmp_path / "c.txt"
+    src.write_bytes(data)
+    paths = [tmp_path / n for n in ("v.json", "c.bin", "s.json")]
+    bad = data.index(b"\xff")
+    with pytest.raises(CorpusError, match=rf"byte offset {bad} \(0xff\)"):
+        encode_corpus(src, *paths, val_fraction=0.1, test_fraction=0.1, chunk_bytes=chunk_bytes)

@@ -43,12 +43,36 @@ def _local_path(url: str) -> Path | None:
     return None
 
 
+class _WriteFailed(DownloadError):
+    """Writing the local copy failed (disk full): not a network fault, never retried."""
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): urllib would also follow one to ftp://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise DownloadError(
+                f"{req.full_url}: redirected to {newurl}: scheme {scheme!r} is not allowed "
+                "for a redirect (only http, https)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects)
+
+
 def _copy(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, digest) -> int:
     done = 0
     with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False,
               disable=None) as bar:
         while chunk := src.read(CHUNK):
-            dst.write(chunk)
+            try:
+                dst.write(chunk)
+            except OSError as e:
+                # io.atomic_path turns a full disk into one clear OutputError
+                raise _WriteFailed(f"cannot write the downloaded corpus: {e.strerror}") from e
             digest.update(chunk)
             done += len(chunk)
             bar.update(len(chunk))
@@ -67,7 +91,7 @@ def _fetch_once(url: str, tmp: Path, timeout: float) -> str:
             return digest.hexdigest()
         req = urllib.request.Request(url, headers={"User-Agent": "charlab"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with _OPENER.open(req, timeout=timeout) as resp:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 got = _copy(resp, out, total, Path(urllib.parse.urlparse(url).path).name or url,
@@ -107,7 +131,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
             return got
         except _Retryable as e:
             if attempt >= retries:
-                raise DownloadError(f"{e} (gave up after {attempt + 1} attempts)") from None
+                tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
+                raise DownloadError(f"{e} (gave up after {tries})") from None
             time.sleep(backoff * 2**attempt)
             attempt += 1
 

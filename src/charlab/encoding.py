@@ -6,16 +6,18 @@ training and scoring memory-map; ``split.json`` records where each split lies in
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from charlab.errors import CharlabError
-from charlab.io import atomic_path, read_json, write_json
+from charlab.io import atomic_paths, json_text, read_json, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -148,23 +150,73 @@ def split_bounds(n: int, val_fraction: float, test_fraction: float) -> dict[str,
     return bounds
 
 
+CHUNK_BYTES = 1 << 24  # 16 MiB: encode holds one chunk of text, never the whole corpus
+
+
+def _text_chunks(path: Path, chunk_bytes: int, digest=None) -> Iterator[str]:
+    """Decode a UTF-8 file chunk by chunk, naming the file's byte offset of a bad byte;
+    ``digest`` (a hashlib object), when given, sees every raw byte."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes of the file fed to the decoder so far
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk_bytes)
+            if digest is not None:
+                digest.update(data)
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                at = offset - pending + e.start
+                raise CorpusError(
+                    f"{path} is not valid UTF-8: byte offset {at} "
+                    f"(0x{e.object[e.start:e.end].hex()}): {e.reason}"
+                ) from None
+            offset += len(data)
+            if text:
+                yield text
+            if not data:
+                return
+
+
 def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike,
                   tokens_path: str | os.PathLike, split_path: str | os.PathLike, *,
-                  val_fraction: float, test_fraction: float) -> Manifest:
-    """Encode a UTF-8 text file into vocab.json, a flat id file and split.json."""
-    data = Path(text_path).read_bytes()
-    text = decode_utf8(data, source=str(text_path))
-    if not text:
+                  val_fraction: float, test_fraction: float,
+                  chunk_bytes: int = CHUNK_BYTES) -> Manifest:
+    """Encode a UTF-8 text file into vocab.json, a flat id file and split.json.
+
+    Two streaming passes (vocabulary and hash, then ids), so memory stays at one chunk
+    whatever the corpus size.
+    """
+    text_path = Path(text_path)
+    chars: set[str] = set()
+    n_chars = 0
+    digest = hashlib.sha256()
+    first = ""
+    for text in tqdm(_text_chunks(text_path, chunk_bytes, digest), desc="encode: scan",
+                     unit="chunk", leave=False, disable=None):
+        chars.update(text)
+        n_chars += len(text)
+        first = first or text[0]
+    if not n_chars:
         raise CorpusError(f"{text_path} is empty")
-    bounds = split_bounds(len(text), val_fraction, test_fraction)
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    manifest = Manifest(n_chars=len(ids), dtype=vocab.dtype.name,
-                        sha256=hashlib.sha256(data).hexdigest(), splits=bounds)
-    with atomic_path(tokens_path) as tmp:
-        ids.tofile(tmp)
-    vocab.save(vocab_path)
-    write_json(split_path, manifest.to_json())
+    if len(chars) < 2:
+        raise CorpusError(
+            f"{text_path} holds a single distinct character ({first!r}, {n_chars} times): "
+            "there is nothing for a language model to predict; use a real text corpus"
+        )
+    bounds = split_bounds(n_chars, val_fraction, test_fraction)
+    vocab = Vocab(tuple(sorted(chars)))
+    manifest = Manifest(n_chars=n_chars, dtype=vocab.dtype.name, sha256=digest.hexdigest(),
+                        splits=bounds)
+    # All three or none: a failed write (disk full) leaves the previous set as it was.
+    with atomic_paths(tokens_path, vocab_path, split_path) as (tokens, vocab_tmp, split):
+        with open(tokens, "wb") as f:
+            for text in tqdm(_text_chunks(text_path, chunk_bytes), desc="encode: write",
+                             unit="chunk", leave=False, disable=None):
+                f.write(np.ascontiguousarray(vocab.encode(text)).data)
+        vocab_tmp.write_text(json_text(vocab.to_json()), encoding="utf-8")
+        split.write_text(json_text(manifest.to_json()), encoding="utf-8")
     return manifest
 
 

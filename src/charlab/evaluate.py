@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from charlab.encoding import SPLITS, Corpus
-from charlab.io import atomic_path, write_json
+from charlab.io import atomic_paths, json_text
 from charlab.lm import LanguageModel, score
 
 COLUMNS = ["model", "split", "nll", "bpc", "perplexity", "params", "chars"]
@@ -44,10 +44,15 @@ def metrics_summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def write_metrics(table: pd.DataFrame, csv_path: str | os.PathLike,
-                  json_path: str | os.PathLike) -> None:
+                  json_path: str | os.PathLike, bar_path: str | os.PathLike) -> None:
+    """metrics.csv (every model and split), metrics.json (DVC metrics) and, for the bar
+    chart, the test split alone."""
     bad = table[~table["nll"].map(math.isfinite)]
     if len(bad):
         raise ValueError(f"non-finite nll for {', '.join(bad['model'] + '/' + bad['split'])}")
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    write_json(json_path, metrics_summary(table))
+    test = table.loc[table["split"] == "test", ["model", "bpc", "nll", "perplexity"]]
+    # all three or none: a failed write (disk full) leaves the previous metrics in place
+    with atomic_paths(csv_path, json_path, bar_path) as (csv_tmp, json_tmp, bar_tmp):
+        table.to_csv(csv_tmp, index=False, float_format="%.6f")
+        json_tmp.write_text(json_text(metrics_summary(table)), encoding="utf-8")
+        test.to_csv(bar_tmp, index=False, float_format="%.6f")

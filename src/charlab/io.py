@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -12,6 +13,15 @@ from typing import IO, Any
 
 import yaml
 
+from charlab.errors import CharlabError
+
+# errno values that mean "the disk (or this process's share of it) is full"
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class OutputError(CharlabError):
+    """An output could not be written (disk full, file too large, no permission)."""
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -19,27 +29,75 @@ def _umask() -> int:
     return mask
 
 
+def _no_space(exc: BaseException) -> OSError | None:
+    """The disk-full OSError behind ``exc`` (itself, its cause or its context), if any.
+
+    Writers that wrap the OSError of a failed ``write`` (torch's serializer, a download
+    loop) keep it as ``__context__`` or ``__cause__``.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(str(p) for p in paths)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of ``paths``; rename them all into place only
+    once the block finishes cleanly.
+
+    The temp files live in the target directories so each final ``os.replace`` is atomic,
+    and they are fsynced first so a crash never leaves a renamed but empty file. If the
+    block fails, every temp file is removed and no target is touched: a set of outputs
+    that belong together (an encoded corpus and its manifest) is never left half new,
+    half old. A full disk is reported as :class:`OutputError`, naming the outputs.
+    """
+    targets = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    except OSError as e:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot create the output: {e.strerror}") from None
+    try:
+        yield temps
+        for tmp in temps:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        for tmp, path in zip(temps, targets, strict=True):
+            os.replace(tmp, path)
+    except BaseException as e:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        full = _no_space(e)
+        if full is not None:
+            kept = ("not replaced; the previous file, if any, is unchanged" if len(targets) == 1
+                    else "none replaced; the previous files, if any, are unchanged")
+            raise OutputError(
+                f"{_names(targets)}: cannot write: {full.strerror or 'disk full'} ({kept})"
+            ) from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
-
-    The temp file lives in the same directory so the final ``os.replace`` is atomic, and it
-    is fsynced first so a crash never leaves a renamed but empty file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -53,10 +111,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         yield f
 
 
+def json_text(obj: Any) -> str:
+    """The JSON that :func:`write_json` writes: indented, UTF-8 characters kept as they are."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path) as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+        f.write(json_text(obj))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -26,12 +26,28 @@ def checkpoint_file(models_dir: str | os.PathLike, name: str) -> Path:
     return Path(models_dir) / f"{name}{CHECKPOINT_SUFFIX}"
 
 
+def model_names(orders: list[int], trained: list[str]) -> list[str]:
+    """Every model of the pipeline: n-grams by order, then trained models in params order."""
+    return [ngram_name(o) for o in sorted(orders)] + list(trained)
+
+
 def model_files(orders: list[int], trained: list[str], ngram_dir: str | os.PathLike,
                 models_dir: str | os.PathLike) -> dict[str, Path]:
     """Model name -> file, n-grams first (by order), then trained models in params order."""
     files = {ngram_name(o): ngram_file(ngram_dir, o) for o in sorted(orders)}
     files.update({name: checkpoint_file(models_dir, name) for name in trained})
     return files
+
+
+def _vocab_diff(model: Vocab, corpus: Vocab, show: int = 5) -> str:
+    """``; only in the corpus: 'x'; only in the model: 'y'`` (at most ``show`` of each)."""
+    out = ""
+    for label, chars in (("only in the corpus", set(corpus.chars) - set(model.chars)),
+                         ("only in the model", set(model.chars) - set(corpus.chars))):
+        if chars:
+            listed = ", ".join(repr(c) for c in sorted(chars)[:show])
+            out += f"; {label}: {listed}" + (" ..." if len(chars) > show else "")
+    return out
 
 
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:
@@ -52,7 +68,8 @@ def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> La
         if ckpt_vocab != vocab:
             raise CharlabError(
                 f"{path}: trained on a different vocabulary ({ckpt_vocab.size} chars) than "
-                f"this corpus ({vocab.size} chars); retrain it (`dvc repro`)"
+                f"this corpus ({vocab.size} chars{_vocab_diff(ckpt_vocab, vocab)}); retrain "
+                "it (`dvc repro`)"
             )
         model = RNNLM(net, dev)
     else:

@@ -241,7 +241,8 @@ def load(path: str | os.PathLike = "params.yaml") -> dict:
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except Exception as e:  # yaml.YAMLError carries the line and column
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        detail = " ".join(str(e).split())  # one line: YAML puts the position on its own
+        raise ParamsError(f"{path}: not valid YAML: {detail}") from None
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: must hold a mapping of sections, got {type(raw).__name__}")
     return dict(raw)
@@ -252,6 +253,25 @@ def section(params: Mapping, name: str, cls: type[T]) -> T:
     if name not in params:
         raise ParamsError(f"{name}: section missing from params")
     return parse(cls, params[name], name)
+
+
+def check_train_split(cfg: TrainParams, name: str, n_train: int) -> None:
+    """Before training: the train split must hold ``batch_size`` streams of ``seq_length + 1``
+    characters (the split is cut into that many contiguous streams)."""
+    key = f"train.{name}"
+    window = cfg.seq_length + 1
+    if n_train < window:
+        raise ParamsError(
+            f"{key}.seq_length: {cfg.seq_length} is too long for the train split of {n_train} "
+            f"characters (each step reads seq_length + 1 = {window}); use at most "
+            f"{n_train - 1}, or a longer corpus"
+        )
+    if n_train // cfg.batch_size < window:
+        raise ParamsError(
+            f"{key}.batch_size: {cfg.batch_size} streams of seq_length + 1 = {window} "
+            f"characters need {cfg.batch_size * window}, the train split has {n_train}; use "
+            f"batch_size <= {n_train // window} or a shorter {key}.seq_length"
+        )
 
 
 def train_models(params: Mapping) -> dict[str, TrainParams]:

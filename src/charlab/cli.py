@@ -1,0 +1,170 @@
+"""The `charlab` command: sample from, score with and inspect the pipeline's models.
+
+Model names (`ngram4`, `rnn3`) resolve to the pipeline's default locations (the ones in
+dvc.yaml); a path to a `.npz` or `.pt` file works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from charlab.encoding import Vocab, VocabError, decode_utf8
+from charlab.errors import CharlabError, run_main
+from charlab.lm import generate, score
+from charlab.models import CHECKPOINT_SUFFIX, NGRAM_SUFFIX, load_model
+
+# The pipeline's default locations, as written in dvc.yaml.
+DEFAULT_VOCAB = "data/encoded/vocab.json"
+DEFAULT_MODELS = "models"
+DEFAULT_NGRAMS = "models/ngram"
+
+
+def _model_path(model: str, models_dir: str, ngram_dir: str) -> Path:
+    if model.endswith((NGRAM_SUFFIX, CHECKPOINT_SUFFIX)):
+        return Path(model)
+    if model.startswith("ngram") and model[5:].isdigit():
+        return Path(ngram_dir) / f"{model}{NGRAM_SUFFIX}"
+    return Path(models_dir) / f"{model}{CHECKPOINT_SUFFIX}"
+
+
+def _read_text(path: str) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CharlabError(f"{path}: {e.strerror}") from None
+    return decode_utf8(data, source=path)
+
+
+def _encode(vocab: Vocab, text: str, where: str) -> np.ndarray:
+    """``vocab.encode``, with an error that says where the unknown characters came from."""
+    try:
+        return vocab.encode(text)
+    except VocabError as e:
+        raise VocabError(f"{where}: {e}") from None
+
+
+def _load(args: argparse.Namespace):
+    vocab_path = Path(args.vocab)
+    if not vocab_path.is_file():
+        raise CharlabError(f"{vocab_path}: no vocabulary file (run `dvc repro`, or --vocab)")
+    vocab = Vocab.load(vocab_path)
+    path = _model_path(args.model, args.models_dir, args.ngram_dir)
+    return vocab, load_model(path, vocab, device=args.device)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    prime = _read_text(args.prime_file) if args.prime_file else args.prime
+    vocab, model = _load(args)
+    prime_ids = _encode(vocab, prime, args.prime_file or "--prime")
+    out = sys.stdout
+    out.write(prime)
+    for i in generate(model, prime_ids, args.length, temperature=args.temperature,
+                      top_k=args.top_k, seed=args.seed):
+        out.write(vocab.chars[i])
+        out.flush()
+    out.write("\n")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    text = _read_text(args.file)
+    vocab, model = _load(args)
+    ids = _encode(vocab, text, args.file)
+    if len(ids) < 2:
+        raise CharlabError(f"{args.file}: need at least 2 characters to score")
+    s = score(model, ids.astype(np.int64))
+    print(f"model       {args.model}\nfile        {args.file}\nchars       {s.count}\n"
+          f"nll         {s.nll:.4f} nats/char\nbpc         {s.bpc:.4f}\n"
+          f"perplexity  {s.perplexity:.3f}")
+
+
+def cmd_ngram_show(args: argparse.Namespace) -> None:
+    from charlab.ngram import NGramLM, format_distribution
+
+    vocab = Vocab.load(args.vocab) if Path(args.vocab).is_file() else None
+    if vocab is None:
+        raise CharlabError(f"{args.vocab}: no vocabulary file (run `dvc repro`, or --vocab)")
+    _encode(vocab, args.history, "history")  # names any character outside the vocabulary
+    path = Path(args.ngram_dir) / f"ngram{args.order}{NGRAM_SUFFIX}"
+    if not path.is_file():
+        raise CharlabError(f"{path}: no n-gram model of order {args.order} "
+                           "(add it to ngram.orders and run `dvc repro`)")
+    model = NGramLM.load(path)
+    print(format_distribution(model, vocab.chars, args.history, top=args.top))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from charlab.train import load_checkpoint
+
+    model, vocab, info = load_checkpoint(args.checkpoint, "cpu")
+    cfg = model.config.to_dict()
+    print(f"{'checkpoint':<15} {args.checkpoint}")
+    for key in ("name", "step", "val_loss", "precision", "device"):
+        if info.get(key) is not None:
+            print(f"{key:<15} {info[key]}")
+    print(f"{'params':<15} {model.num_params():,}\n{'vocab size':<15} {vocab.size}")
+    for key, value in cfg.items():
+        print(f"{key:<15} {value}")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="ngram<order>, a train: key, or a .npz/.pt path")
+    p.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"(default {DEFAULT_VOCAB})")
+    p.add_argument("--models-dir", default=DEFAULT_MODELS, help=f"(default {DEFAULT_MODELS})")
+    p.add_argument("--ngram-dir", default=DEFAULT_NGRAMS, help=f"(default {DEFAULT_NGRAMS})")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="charlab", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="stream a sample from a model to stdout")
+    _add_model_args(p)
+    prime = p.add_mutually_exclusive_group()
+    prime.add_argument("--prime", default="", help="text to start from")
+    prime.add_argument("--prime-file", help="read the prime text from this file")
+    p.add_argument("--length", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("score", help="nll / bpc / perplexity of a text file under a model")
+    _add_model_args(p)
+    p.add_argument("file")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("ngram", help="inspect n-gram tables")
+    ngram_sub = p.add_subparsers(dest="ngram_command", required=True)
+    p = ngram_sub.add_parser("show", help="the next-character distribution after a history "
+                             "(unsmoothed maximum likelihood, as in the lecture)")
+    p.add_argument("history", help="the preceding characters, e.g. 'ello'")
+    p.add_argument("--order", type=int, required=True)
+    p.add_argument("--top", type=int, default=None, help="show only the N likeliest")
+    p.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"(default {DEFAULT_VOCAB})")
+    p.add_argument("--ngram-dir", default=DEFAULT_NGRAMS, help=f"(default {DEFAULT_NGRAMS})")
+    p.set_defaults(func=cmd_ngram_show)
+
+    p = sub.add_parser("info", help="what a trained checkpoint holds")
+    p.add_argument("checkpoint", help="a .pt file written by the train stage")
+    p.set_defaults(func=cmd_info)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "length", 1) < 0:
+        parser.error("--length must be >= 0")
+    if getattr(args, "top_k", None) is not None and args.top_k < 1:
+        parser.error("--top-k must be >= 1")
+    run_main(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    main()

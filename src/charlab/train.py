@@ -1,0 +1,627 @@
+"""The trainer: batches, the loop, whole-split validation, checkpoints, resume, devices.
+
+Batching is truncated BPTT over ``batch_size`` parallel streams: the train split is cut
+into that many contiguous pieces, step ``k`` reads the next ``seq_length`` characters of
+each, and the hidden state is carried (detached) from one step to the next. Where a step
+reads is a pure function of ``k`` and the seed, so resuming needs only the step number.
+
+Two files per model:
+- ``checkpoint_path``: the best model by validation loss (weights, model config, vocab),
+  rewritten atomically whenever a validation row improves on the best so far. Evaluation
+  and sampling read this.
+- the resume state (default: ``<checkpoint>.state`` beside it): everything needed to
+  continue bit for bit — model, optimizer, step, RNG states, the carried hidden state, the
+  loss curve so far and the best weights. Written every ``checkpoint_every`` steps (default:
+  at every validation row), on SIGINT/SIGTERM and at the end. Under DVC it must not be a
+  plain output (DVC deletes outputs before a stage runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from charlab.encoding import Corpus, Vocab
+from charlab.errors import CharlabError
+from charlab.io import atomic_open, atomic_path
+from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
+from charlab.params import TrainParams
+
+CHECKPOINT_FORMAT = "charlab-rnn-checkpoint"
+STATE_FORMAT = "charlab-rnn-train-state"
+FORMAT_VERSION = 1
+CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec")
+
+# Params that do not change what training computes: a run interrupted under other values
+# of these still resumes on its own.
+_RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every")
+# Params that fix the network's shape: `resume: true` refuses to continue if they changed.
+_MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size")
+
+
+class DeviceError(CharlabError):
+    """The requested device does not exist on this machine."""
+
+
+class CheckpointError(CharlabError):
+    """A checkpoint file is missing, unreadable, not charlab's, or for another vocabulary."""
+
+
+class TrainingError(CharlabError):
+    """Training cannot start or cannot go on (data too short, loss diverged, ...)."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss or gradient became NaN/inf."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM arrived; the resume state was saved first."""
+
+    def __init__(self, message: str, step: int, signum: int) -> None:
+        super().__init__(message)
+        self.step = step
+        self.signum = signum
+
+
+# --- devices and schedule --------------------------------------------------------------------
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA, else MPS, else CPU. A named device that is absent is an error."""
+    name = str(name)
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} requested but CUDA is not available on this "
+                          "machine (no GPU, or a CPU-only torch build); use device: auto or cpu")
+    if kind == "mps" and not has_mps:
+        raise DeviceError(f"device {name!r} requested but Apple MPS is not available; "
+                          "use device: auto or cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise DeviceError(f"unknown device {name!r}: {e}") from None
+
+
+def _native_bf16_cpu() -> bool:
+    try:  # private helpers; absent in some torch builds
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 where the device computes it natively (fast), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    if device.type == "cpu":
+        return "bf16" if _native_bf16_cpu() else "fp32"
+    return "fp32"
+
+
+def lr_at(cfg: TrainParams, step: int) -> float:
+    """Learning rate for 0-based step ``step``: linear warmup, then constant or cosine."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr_ratio
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def model_config(cfg: TrainParams, vocab_size: int) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab_size, cell=cfg.cell, layers=cfg.layers,
+                       hidden_size=cfg.hidden_size, dropout=cfg.dropout,
+                       embedding_size=cfg.embedding_size)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+class StreamBatches:
+    """``batch_size`` contiguous streams over ``ids``; step ``k`` -> (inputs, targets).
+
+    Each epoch starts at a random offset below ``seq_length`` (seeded per epoch), so chunk
+    boundaries move between epochs; the hidden state is reset when an epoch starts.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int,
+                 device: torch.device) -> None:
+        per_stream = len(ids) // batch_size
+        if per_stream < seq_length + 1:
+            raise TrainingError(
+                f"the train split has {len(ids)} characters, too few for batch_size "
+                f"{batch_size} streams of seq_length {seq_length} + 1; lower batch_size or "
+                f"seq_length (need at least {batch_size * (seq_length + 1)})"
+            )
+        store = np.uint8 if np.asarray(ids[:1]).dtype == np.uint8 else np.int32
+        arr = np.asarray(ids[: batch_size * per_stream]).astype(store).reshape(batch_size, -1)
+        # The whole split lives on the device: no host->device copy or sync per step.
+        self.streams = torch.from_numpy(arr).to(device)
+        self.seq_length = seq_length
+        self.steps_per_epoch = (per_stream - 1) // seq_length
+        self.slack = per_stream - 1 - self.steps_per_epoch * seq_length
+        self.seed = seed
+
+    def offset(self, epoch: int) -> int:
+        if self.slack == 0:
+            return 0
+        return int(np.random.default_rng([self.seed, epoch]).integers(0, self.slack + 1))
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Inputs and targets (B, T) int64, and whether this step starts an epoch."""
+        epoch, j = divmod(step, self.steps_per_epoch)
+        p = self.offset(epoch) + j * self.seq_length
+        chunk = self.streams[:, p:p + self.seq_length + 1].long()
+        return chunk[:, :-1], chunk[:, 1:], j == 0
+
+
+def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
+    """Character-weighted mean NLL (nats) of ``ids[1:]`` with the hidden state carried."""
+    lp = RNNLM(model, device).log_probs(np.asarray(ids, dtype=np.int64))
+    return float(-lp.mean())
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def _cpu(obj: Any) -> Any:
+    """Tensors moved to CPU so a file written on a GPU loads anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _save(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, corrupted, or not written by "
+            f"charlab): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, STATE_FORMAT):
+        raise CheckpointError(f"{path}: a torch file, but not a charlab RNN checkpoint")
+    if obj.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}; "
+                              f"this charlab reads version {FORMAT_VERSION}")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", *,
+                    vocab: Vocab | None = None) -> tuple[CharRNN, Vocab, dict[str, Any]]:
+    """Load a best-model checkpoint (or a resume state) onto ``device``, in eval mode.
+
+    Returns the model, its vocabulary and ``info`` (``name``, ``step``, ``val_loss``,
+    ``params``, ``precision``: the one training used). With ``vocab`` given, a checkpoint
+    for another vocabulary is an error.
+    """
+    device = torch.device(device)
+    obj = _read(path, device)
+    try:
+        config = ModelConfig.from_dict(obj["model_config"])
+        ckpt_vocab = Vocab(tuple(obj["vocab"]))
+        model = CharRNN(config)
+        model.load_state_dict(obj["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: damaged charlab checkpoint: {e}") from None
+    if vocab is not None and tuple(vocab.chars) != ckpt_vocab.chars:
+        missing = sorted(set(vocab.chars) - set(ckpt_vocab.chars))[:5]
+        raise CheckpointError(
+            f"{path}: trained on a vocabulary of {ckpt_vocab.size} characters, the corpus "
+            f"has {vocab.size}" + (f" (not in the checkpoint: {missing})" if missing else "")
+            + "; retrain on this corpus"
+        )
+    model.to(device).eval()
+    info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision")}
+    return model, ckpt_vocab, info
+
+
+def default_state_path(checkpoint_path: str | os.PathLike) -> Path:
+    p = Path(checkpoint_path)
+    return p.with_name(p.name + ".state")
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    name: str
+    steps: int
+    best_step: int
+    best_val_loss: float
+    final_val_loss: float
+    train_seconds: float  # optimisation only, evaluation excluded
+    elapsed_seconds: float  # wall time of the run(s), evaluation included
+    device: str
+    precision: str
+    num_params: int
+    resumed_from: int | None
+    stopped_early: bool
+    curve: list[dict[str, float]]
+
+
+@contextlib.contextmanager
+def _catch_signals() -> Iterator[dict[str, int | None]]:
+    """SIGINT/SIGTERM set a flag the loop checks between steps; a second one aborts."""
+    flag: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["signum"] is not None:
+            raise KeyboardInterrupt
+        flag["signum"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(n or cores)
+    # Gradients through many tanh steps reach denormal floats, which cost ~10x on x86.
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.set_flush_denormal(False)
+
+
+def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
+    with atomic_open(path, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CURVE_COLUMNS)
+        for r in rows:
+            w.writerow([int(r["step"]), f"{r['train_loss']:.6f}", f"{r['val_loss']:.6f}",
+                        f"{r['chars_per_sec']:.1f}", f"{r['elapsed_sec']:.3f}"])
+
+
+def _comparable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in _RUN_ONLY_KEYS}
+
+
+def _corpus_id(corpus: Corpus) -> dict[str, Any]:
+    return {"sha256": corpus.manifest.sha256,
+            "splits": {k: list(v) for k, v in corpus.manifest.splits.items()}}
+
+
+def _load_state(path: Path, cfg: TrainParams, corpus: Corpus, device: torch.device
+                ) -> dict | None:
+    """The resume state to continue from, or None to start afresh."""
+    if not path.is_file():
+        if cfg.resume:
+            tqdm.write(f"resume: no resume state at {path}; training from scratch")
+        return None
+    try:
+        state = _read(path, device)
+        if state["format"] != STATE_FORMAT:
+            raise CheckpointError(f"{path}: a best-model checkpoint, not a resume state")
+    except CheckpointError as e:
+        if cfg.resume:
+            raise
+        tqdm.write(f"ignoring unusable resume state: {e}")
+        return None
+    same_data = (tuple(state["vocab"]) == corpus.vocab.chars
+                 and state["corpus"] == _corpus_id(corpus))
+    if cfg.resume:
+        old = state["params"]
+        changed = [k for k in _MODEL_KEYS if old.get(k) != getattr(cfg, k)]
+        if changed:
+            raise CheckpointError(
+                f"{path}: resume: true, but the saved run has another network shape "
+                f"({', '.join(f'{k}: {old.get(k)}' for k in changed)}); delete it or set "
+                "resume: false"
+            )
+        if tuple(state["vocab"]) != corpus.vocab.chars:
+            raise CheckpointError(f"{path}: resume: true, but the saved run used another "
+                                  "vocabulary; delete it or set resume: false")
+        if not same_data:
+            tqdm.write("resume: the corpus changed since the saved run; continuing anyway")
+        return state
+    # Without `resume: true`, only an unfinished run with the very same settings continues.
+    if (not state["complete"] and same_data
+            and _comparable(state["params"]) == _comparable(dataclasses.asdict(cfg))):
+        return state
+    return None
+
+
+def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLike,
+          curve_path: str | os.PathLike, name: str = "model",
+          state_path: str | os.PathLike | None = None, progress: bool | None = None,
+          on_step: Callable[[int, CharRNN], None] | None = None) -> TrainResult:
+    """Train one ``train:`` entry on ``corpus``; write the best checkpoint and loss curve.
+
+    ``state_path`` defaults to :func:`default_state_path`. ``progress`` None shows the tqdm
+    bar only on a terminal. ``on_step(step, model)`` runs after each optimiser step (tests
+    use it to inject faults). Raises :class:`TrainingDiverged` on NaN/inf and
+    :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    curve_path = Path(curve_path)
+    state_path = Path(state_path) if state_path else default_state_path(checkpoint_path)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"train.{name}.precision: bf16 is not supported by this GPU; use fp32")
+    with _threads(cfg.threads):
+        return _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
+                    state_path, progress, on_step).run()
+
+
+class _Run:
+    """One call of :func:`train`; its fields are what the resume state saves."""
+
+    def __init__(self, cfg: TrainParams, corpus: Corpus, device: torch.device,
+                 precision: str, name: str,
+                 checkpoint_path: Path, curve_path: Path, state_path: Path,
+                 progress: bool | None, on_step: Callable[[int, CharRNN], None] | None) -> None:
+        self.cfg, self.corpus, self.device, self.name = cfg, corpus, device, name
+        self.precision = precision  # fp32 or bf16, "auto" resolved
+        self.checkpoint_path, self.curve_path, self.state_path = (
+            checkpoint_path, curve_path, state_path)
+        self.progress, self.on_step = progress, on_step
+        self.vocab = corpus.vocab
+        self.val = np.asarray(corpus.split("val"), dtype=np.int64)
+        self.data = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_length,
+                                  cfg.seed, device)
+        torch.manual_seed(cfg.seed)
+        self.mconfig = model_config(cfg, corpus.vocab.size)
+        self.model = CharRNN(self.mconfig).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.hidden: Hidden | None = None
+        self.step = 0
+        self.curve: list[dict[str, float]] = []
+        self.best_val = math.inf
+        self.best_step = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.bad_evals = 0
+        self.complete = False
+        self.stopped_early = False
+        # since the last curve row
+        self.loss_sum = 0.0
+        self.loss_count = 0
+        self.chars = 0
+        self.train_sec = 0.0
+        self.total_train_sec = 0.0
+        self.elapsed_before = 0.0  # wall time of earlier runs of this training
+        self.resumed_from: int | None = None
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, [loss, grad norm])
+        self._clock = 0.0
+
+    # --- state ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        hidden = self.hidden
+        return {
+            "format": STATE_FORMAT, "version": FORMAT_VERSION, "name": self.name,
+            "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
+            "params": dataclasses.asdict(self.cfg), "precision": self.precision,
+            "corpus": _corpus_id(self.corpus),
+            "step": self.step, "complete": self.complete, "stopped_early": self.stopped_early,
+            "val_loss": self.curve[-1]["val_loss"] if self.curve else None,
+            "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "hidden": None if hidden is None else _cpu(list(hidden) if isinstance(hidden, tuple)
+                                                       else [hidden]),
+            "curve": list(self.curve), "best_val": self.best_val, "best_step": self.best_step,
+            "best_model": self.best_weights, "bad_evals": self.bad_evals,
+            "acc": [self.loss_sum, self.loss_count, self.chars, self.train_sec,
+                    self.total_train_sec, self.elapsed()],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        # RNG states must be CPU byte tensors, whatever map_location did to them
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if self.device.type == "cuda" and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        h = state["hidden"]
+        if h is not None:
+            h = [t.to(self.device) for t in h]
+            self.hidden = tuple(h) if self.mconfig.cell == "lstm" else h[0]
+        self.step = self.resumed_from = int(state["step"])
+        self.curve = [dict(r) for r in state["curve"]]
+        self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
+        self.best_weights = _cpu(state["best_model"])
+        self.bad_evals = int(state["bad_evals"])
+        self.stopped_early = bool(state["stopped_early"])
+        (self.loss_sum, self.loss_count, self.chars, self.train_sec, self.total_train_sec,
+         self.elapsed_before) = state["acc"]
+        # A finished run continues only if asked for more steps and it did not stop early.
+        self.complete = bool(state["complete"]) and (
+            self.stopped_early or self.step >= self.cfg.max_steps)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "name": self.name,
+                "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
+                "params": dataclasses.asdict(self.cfg), "precision": self.precision,
+                "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights}
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    # --- loop ----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self.t0 = time.perf_counter()
+        state = _load_state(self.state_path, self.cfg, self.corpus, self.device)
+        if state is not None:
+            self._restore(state)
+            tqdm.write(f"{self.name}: resuming from step {self.step} ({self.state_path})")
+        else:
+            self.state_path.unlink(missing_ok=True)
+        if self.best_weights is not None:
+            # Outputs may have been deleted (DVC does before a stage runs): rewrite them.
+            _save(self._checkpoint(), self.checkpoint_path)
+            _write_curve(self.curve_path, self.curve)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=self.precision == "bf16")
+        bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=f"train {self.name}",
+                   unit="step", disable=None if self.progress is None else not self.progress,
+                   dynamic_ncols=True, mininterval=1.0)
+        vocab_size = self.vocab.size
+        self.model.train()
+        self._clock = time.perf_counter()
+        with bar, _catch_signals() as sig:
+            while not self.complete and self.step < self.cfg.max_steps:
+                lr = lr_at(self.cfg, self.step)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                x, y, new_epoch = self.data.batch(self.step)
+                if new_epoch:
+                    self.hidden = None
+                with autocast:
+                    logits, hidden = self.model(x, self.hidden)
+                loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), y.reshape(-1))
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.pending.append((self.step, torch.stack([loss.detach(), norm.detach()])))
+                if self.device.type != "cuda" or len(self.pending) >= 32:
+                    # Off CUDA a per-step check is free and stops before a bad update; on
+                    # CUDA checking every 32 steps avoids a host sync per step.
+                    self._drain()
+                self.opt.step()
+                self.hidden = detach_hidden(hidden)
+                self.step += 1
+                self.chars += x.numel()
+                if self.on_step is not None:
+                    self.on_step(self.step, self.model)
+                bar.update(1)
+                if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps:
+                    self._row(bar)
+                    if self.cfg.checkpoint_every == 0:
+                        self._save_state()
+                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                    self._save_state()
+                if sig["signum"] is not None:
+                    self._save_state()
+                    msg = (f"{self.name}: interrupted at step {self.step}; state saved to "
+                           f"{self.state_path}; run again to resume")
+                    tqdm.write(msg)
+                    raise TrainingInterrupted(msg, self.step, int(sig["signum"]))
+        self.complete = True
+        self._save_state()
+        return self._result()
+
+    def _drain(self) -> None:
+        """Check and count the losses of the steps not yet looked at (one host sync)."""
+        if not self.pending:
+            return
+        values = torch.stack([v for _, v in self.pending]).double().cpu().tolist()
+        steps = [k for k, _ in self.pending]
+        self.pending.clear()
+        for k, (loss, norm) in zip(steps, values, strict=True):
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                self._diverged(k + 1, f"training loss {loss}, gradient norm {norm}")
+            self.loss_sum += loss
+            self.loss_count += 1
+
+    def _pause(self) -> None:
+        """Stop the training clock (evaluation and checkpoint time are not training)."""
+        self._drain()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.train_sec += now - self._clock
+        self._clock = now
+
+    def _row(self, bar: tqdm) -> None:
+        self._pause()
+        val = evaluate_loss(self.model, self.val, self.device)
+        if not math.isfinite(val):
+            self._diverged(self.step, f"validation loss {val}")
+        train_loss = self.loss_sum / max(1, self.loss_count)
+        self.total_train_sec += self.train_sec
+        self.curve.append({"step": self.step, "train_loss": train_loss, "val_loss": val,
+                           "chars_per_sec": self.chars / max(self.train_sec, 1e-9),
+                           "elapsed_sec": self.elapsed()})
+        self.loss_sum, self.loss_count, self.chars, self.train_sec = 0.0, 0, 0, 0.0
+        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}",
+                        cps=f"{self.curve[-1]['chars_per_sec']:.0f}")
+        if val < self.best_val:
+            self.best_val, self.best_step, self.bad_evals = val, self.step, 0
+            self.best_weights = _cpu(self.model.state_dict())
+            _save(self._checkpoint(), self.checkpoint_path)
+        else:
+            self.bad_evals += 1
+        _write_curve(self.curve_path, self.curve)
+        self._clock = time.perf_counter()
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+            tqdm.write(f"{self.name}: early stop at step {self.step}: no better val loss in "
+                       f"{self.bad_evals} evaluations (best {self.best_val:.4f} at step "
+                       f"{self.best_step})")
+            self.stopped_early = self.complete = True
+
+    def _save_state(self) -> None:
+        self._pause()
+        _save(self._state(), self.state_path)
+        self._clock = time.perf_counter()
+
+    def _diverged(self, step: int, what: str) -> None:
+        where = (f"the best checkpoint (step {self.best_step}) is kept in "
+                 f"{self.checkpoint_path}" if self.best_weights is not None
+                 else "no checkpoint was written yet")
+        raise TrainingDiverged(
+            f"train.{self.name}: non-finite {what} at step {step}; {where}, and the resume "
+            "state stays at the last saved step. Lower lr or grad_clip, or use precision: fp32"
+        )
+
+    def _result(self) -> TrainResult:
+        last = self.curve[-1] if self.curve else None
+        return TrainResult(
+            name=self.name, steps=self.step, best_step=self.best_step,
+            best_val_loss=self.best_val,
+            final_val_loss=last["val_loss"] if last else math.nan,
+            train_seconds=self.total_train_sec, elapsed_seconds=self.elapsed(),
+            device=str(self.device), precision=self.precision,
+            num_params=self.model.num_params(),
+            resumed_from=self.resumed_from, stopped_early=self.stopped_early,
+            curve=list(self.curve))

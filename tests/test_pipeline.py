@@ -1,0 +1,209 @@
+"""End to end: a temporary git + DVC repo, a corpus served over HTTP on 127.0.0.1,
+`dvc repro` with tiny models, then a param edit that must rerun only what it touches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, make_text
+
+from charlab.encoding import Vocab
+
+pytestmark = pytest.mark.slow
+
+TINY = {"hidden_size": 16, "batch_size": 4, "seq_length": 16, "max_steps": 6, "eval_every": 4,
+        "threads": 1, "device": "cpu"}
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def edit_params(repo: Path, fn) -> None:
+    path = repo / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    fn(p)
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def make_repo(tmp_path: Path, http_dir: tuple[Path, str], text: str, tweak=None) -> Path:
+    """A git + DVC repo holding the project's pipeline, its corpus served over HTTP."""
+    root, base = http_dir
+    data = text.encode()
+    (root / "input.txt").write_bytes(data)
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, repo / name)
+    for name in ("stages", "src"):
+        shutil.copytree(REPO / name, repo / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+
+    def tiny(p):
+        p["download"].update(url=f"{base}/input.txt", sha256=hashlib.sha256(data).hexdigest())
+        p["ngram"]["orders"] = [2, 3]
+        for entry in p["train"].values():
+            entry.update(TINY)
+        p["sample"]["length"] = 40
+        p["evaluate"]["device"] = "cpu"
+        if tweak:
+            tweak(p)
+    edit_params(repo, tiny)
+    return repo
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path: Path, http_dir) -> Path:
+    return make_repo(tmp_path, http_dir, make_text(30_000, seed=1))
+
+
+def test_pipeline_end_to_end(pipeline_repo: Path):
+    repo = pipeline_repo
+    out = run(["dvc", "repro"], repo)
+    assert stages_run(out) == {"download", "encode", "ngram", "train@rnn", "train@rnn3",
+                               "sample", "evaluate", "report"}
+
+    # every output the issue names
+    vocab = Vocab.load(repo / "data/encoded/vocab.json")
+    assert vocab.size > 10
+    split = json.loads((repo / "data/encoded/split.json").read_text())
+    assert split["splits"]["test"]["end"] == 30_000
+    assert (repo / "data/encoded/corpus.bin").stat().st_size == 30_000  # uint8
+    models = ["ngram2", "ngram3", "rnn", "rnn3"]
+    for order in (2, 3):
+        assert (repo / f"models/ngram/ngram{order}.npz").is_file()
+    for name in ("rnn", "rnn3"):
+        assert (repo / f"models/{name}.pt").is_file()
+        curve = pd.read_csv(repo / f"metrics/train/{name}.csv")
+        assert list(curve.columns) == ["step", "train_loss", "val_loss", "chars_per_sec",
+                                       "elapsed_sec"]
+        assert curve["step"].tolist() == [4, 6]  # every eval_every, and the last step
+    for name in models:
+        text = (repo / f"samples/{name}.txt").read_text()
+        assert text.startswith("First Citizen:\n")
+        assert len(text) == len("First Citizen:\n") + 40
+
+    table = pd.read_csv(repo / "metrics/metrics.csv")
+    assert set(["model", "split", "nll", "bpc", "perplexity", "params"]) <= set(table.columns)
+    assert sorted(zip(table.model, table.split, strict=True)) == sorted(
+        (m, s) for m in models for s in ("train", "val", "test"))
+    assert ((table.bpc - table.nll / 0.6931471805599453).abs() < 1e-4).all()
+    # every model scores the same number of test characters
+    assert table[table.split == "test"].chars.nunique() == 1
+    metrics = json.loads((repo / "metrics/metrics.json").read_text())
+    assert set(metrics) == set(models)
+    assert set(metrics["rnn3"]) >= {"test_bpc", "test_perplexity", "test_nll"}
+
+    report = (repo / "metrics/report.md").read_text()
+    for row in table[table.split == "test"].itertuples():
+        assert f"| {row.model} | {row.params:,} | {row.nll:.4f} | {row.bpc:.4f} |" in report
+    for fig in ("loss_curves.png", "test_bpc.png"):
+        assert (repo / "metrics/figures" / fig).read_bytes()[:4] == b"\x89PNG"
+
+    # nothing changed: nothing reruns
+    assert stages_run(run(["dvc", "repro"], repo)) == set()
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+
+    # a single rnn3 param: only rnn3's training and what reads its checkpoint rerun
+    edit_params(repo, lambda p: p["train"]["rnn3"].update(lr=0.01))
+    rerun = stages_run(run(["dvc", "repro"], repo))
+    assert rerun == {"train@rnn3", "sample", "evaluate", "report"}
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "rnn3 lr"], repo)
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo))
+    changed = {key.split(".")[0] for key in diff["metrics/metrics.json"]}
+    assert "rnn3" in changed
+    assert changed <= {"rnn3"}  # other models' metrics did not move
+
+    # the CLI on the pipeline's outputs
+    out = run(["charlab", "sample", "rnn3", "--prime", "KING:", "--length", "30", "--seed", "1"],
+              repo)
+    assert out.startswith("KING:") and len(out.rstrip("\n")) == len("KING:") + 30
+    scored = run(["charlab", "score", "ngram3", "data/raw/corpus.txt"], repo)
+    assert re.search(r"perplexity\s+\d+\.\d+", scored)
+
+    # an experiment from the command line, listed with its metrics
+    run(["dvc", "exp", "run", "-S", "train.rnn3.hidden_size=8"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    text = json.dumps(shown)
+    assert '"train.rnn3.hidden_size": 8' in text or '"hidden_size": 8' in text
+    assert "test_bpc" in text
+
+
+def _wide(n: int) -> str:
+    """Text over n distinct characters (beyond Latin-1 when n > 256)."""
+    rng = random.Random(0)
+    chars = [chr(0x4E00 + i) for i in range(n - 2)] + [" ", "\n"]
+    return "".join(rng.choice(chars) for _ in range(6_000)) + "".join(chars)
+
+
+@pytest.mark.parametrize("text,dtype_bytes", [
+    (_wide(300), 2),                       # vocabulary wider than uint8
+    ("ab" * 1500 + "aab" * 500, 1),        # a two-character vocabulary
+], ids=["wide-vocab", "two-chars"])
+def test_pipeline_other_corpora(tmp_path, http_dir, text, dtype_bytes):
+    def one_model(p):
+        p["train"] = {"rnn": p["train"]["rnn"]}
+        p["sample"]["prime"] = text[:3]
+    repo = make_repo(tmp_path, http_dir, text, one_model)
+    run(["dvc", "repro"], repo)
+    assert (repo / "data/encoded/corpus.bin").stat().st_size == len(text) * dtype_bytes
+    vocab = Vocab.load(repo / "data/encoded/vocab.json")
+    assert vocab.size == len(set(text))
+    table = pd.read_csv(repo / "metrics/metrics.csv")
+    assert set(table.model) == {"ngram2", "ngram3", "rnn"}
+    assert table.nll.map(math.isfinite).all()
+    sample = (repo / "samples/rnn.txt").read_text(encoding="utf-8")
+    assert set(sample) <= set(text)
+
+
+def test_remote_push_clone_pull(tmp_path, http_dir):
+    """The committed default remote (a sibling folder of the repo) shares the cache and the
+    run-cache: a fresh clone pulls and finds nothing to run."""
+    repo = make_repo(tmp_path, http_dir, make_text(8_000, seed=2),
+                     lambda p: p.update(train={"rnn": p["train"]["rnn"]}))
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "pipeline"], repo)
+    run(["dvc", "push", "--run-cache"], repo)
+    assert (tmp_path / "charlab-storage" / "files").is_dir()
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / "models" / "rnn.pt").exists()
+    run(["dvc", "pull"], clone)
+    assert (clone / "models" / "rnn.pt").read_bytes() == (repo / "models" / "rnn.pt").read_bytes()
+    assert stages_run(run(["dvc", "repro"], clone)) == set()
+    assert "up to date" in run(["dvc", "status"], clone)
+

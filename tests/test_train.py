@@ -1,0 +1,295 @@
+"""The trainer: learning, curve, reproducibility, resume, NaN guard, checkpoints, errors."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from charlab.encoding import Corpus, Vocab, encode_corpus
+from charlab.params import ParamsError, TrainParams, parse
+from charlab.train import (
+    CURVE_COLUMNS,
+    CheckpointError,
+    DeviceError,
+    TrainingDiverged,
+    TrainingError,
+    TrainingInterrupted,
+    default_state_path,
+    load_checkpoint,
+    lr_at,
+    resolve_device,
+    resolve_precision,
+    train,
+)
+
+WORDS = ["the", "king", "queen", "shall", "speak", "of", "love", "and", "war", "my", "lord"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS, rng.integers(3, 9))) for _ in range(900)]
+    text = "\n".join(line.capitalize() + "." for line in lines) + "\n"
+    d = tmp_path_factory.mktemp("corpus")
+    (d / "corpus.txt").write_text(text, encoding="utf-8")
+    encode_corpus(d / "corpus.txt", d / "vocab.json", d / "tokens.bin", d / "split.json",
+                  val_fraction=0.1, test_fraction=0.05)
+    return Corpus.load(d / "vocab.json", d / "tokens.bin", d / "split.json")
+
+
+def cfg(**kw) -> TrainParams:
+    base = dict(layers=1, hidden_size=32, batch_size=8, seq_length=16, lr=0.01, max_steps=20,
+                eval_every=10, device="cpu", threads=1, dropout=0.0, warmup_steps=2)
+    base.update(kw)
+    return parse(TrainParams, base, "train.test")
+
+
+def run(c: TrainParams, corpus: Corpus, d: Path, name: str = "m", **kw):
+    return train(c, corpus, checkpoint_path=d / f"{name}.pt", curve_path=d / f"{name}.csv",
+                 name=name, progress=False, **kw)
+
+
+def read_curve(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def losses(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_each_cell_learns(cell: str, corpus: Corpus, tmp_path: Path) -> None:
+    res = run(cfg(cell=cell, max_steps=60, eval_every=20, layers=2, dropout=0.1), corpus,
+              tmp_path)
+    rows = read_curve(tmp_path / "m.csv")
+    assert [int(r["step"]) for r in rows] == [20, 40, 60]
+    first, last = rows[0], rows[-1]
+    assert float(last["val_loss"]) < float(first["val_loss"]) - 0.2
+    assert float(last["train_loss"]) < float(first["train_loss"])
+    assert float(last["val_loss"]) < math.log(corpus.vocab.size) - 0.5  # beats uniform
+    assert res.best_val_loss == pytest.approx(min(float(r["val_loss"]) for r in rows), abs=1e-6)
+
+
+def test_curve_columns_and_rows(corpus: Corpus, tmp_path: Path) -> None:
+    run(cfg(max_steps=25, eval_every=10), corpus, tmp_path)
+    with open(tmp_path / "m.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert tuple(header) == CURVE_COLUMNS
+    rows = read_curve(tmp_path / "m.csv")
+    assert [int(r["step"]) for r in rows] == [10, 20, 25]  # and always the last step
+    assert all(float(r["chars_per_sec"]) > 0 for r in rows)
+    elapsed = [float(r["elapsed_sec"]) for r in rows]
+    assert elapsed == sorted(elapsed)
+    # eval_every beyond max_steps: one row, at the end
+    run(cfg(max_steps=5, eval_every=100), corpus, tmp_path, name="one")
+    assert [r["step"] for r in read_curve(tmp_path / "one.csv")] == ["5"]
+
+
+def test_same_seed_same_curve_and_weights(corpus: Corpus, tmp_path: Path) -> None:
+    c = cfg(dropout=0.2, layers=2)
+    run(c, corpus, tmp_path / "a")
+    run(c, corpus, tmp_path / "b")
+    assert losses(read_curve(tmp_path / "a/m.csv")) == losses(read_curve(tmp_path / "b/m.csv"))
+    assert_same_weights(weights(tmp_path / "a/m.pt"), weights(tmp_path / "b/m.pt"))
+    run(dataclasses.replace(c, seed=7), corpus, tmp_path / "c")
+    assert losses(read_curve(tmp_path / "c/m.csv")) != losses(read_curve(tmp_path / "a/m.csv"))
+
+
+def interrupt_at(step: int):
+    def hook(k: int, model: torch.nn.Module) -> None:
+        if k == step:
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_resume_after_interrupt_is_bit_identical(cell: str, corpus: Corpus,
+                                                 tmp_path: Path) -> None:
+    # dropout on, odd interruption step (mid-epoch, between curve rows): RNG, data
+    # position, carried hidden state and the partial train-loss sum must all survive.
+    c = cfg(cell=cell, dropout=0.2, layers=2, max_steps=24, eval_every=6)
+    run(c, corpus, tmp_path / "straight")
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as e:
+        run(c, corpus, tmp_path / "resumed", on_step=interrupt_at(9))
+    assert e.value.step == 9 and e.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    res = run(c, corpus, tmp_path / "resumed")  # rerun: continues on its own
+    assert res.resumed_from == 9
+    for f in ("m.pt", "m.pt.state"):
+        assert_same_weights(weights(tmp_path / "straight" / f), weights(tmp_path / "resumed" / f))
+    assert (losses(read_curve(tmp_path / "straight/m.csv"))
+            == losses(read_curve(tmp_path / "resumed/m.csv")))
+
+
+def test_resume_true_extends_a_finished_run(corpus: Corpus, tmp_path: Path) -> None:
+    c = cfg(lr_schedule="constant", dropout=0.1, max_steps=20)
+    run(c, corpus, tmp_path / "straight")
+    run(dataclasses.replace(c, max_steps=10), corpus, tmp_path / "ext")
+    res = run(dataclasses.replace(c, resume=True), corpus, tmp_path / "ext")
+    assert res.resumed_from == 10 and res.steps == 20
+    assert_same_weights(weights(tmp_path / "straight/m.pt.state"),
+                        weights(tmp_path / "ext/m.pt.state"))
+
+
+def test_finished_or_changed_runs_start_afresh(corpus: Corpus, tmp_path: Path) -> None:
+    c = cfg(max_steps=10)
+    run(c, corpus, tmp_path)
+    assert run(c, corpus, tmp_path).resumed_from is None  # finished: a rerun retrains
+    with pytest.raises(TrainingInterrupted):
+        run(c, corpus, tmp_path, on_step=interrupt_at(5))
+    # interrupted, but the params changed since: the old state is not used
+    assert run(dataclasses.replace(c, lr=0.005), corpus, tmp_path).resumed_from is None
+    with pytest.raises(CheckpointError, match="network shape"):
+        run(dataclasses.replace(c, hidden_size=16, resume=True), corpus, tmp_path)
+
+
+def test_nan_guard_names_step_and_keeps_last_good_checkpoint(corpus: Corpus,
+                                                              tmp_path: Path) -> None:
+    def poison(k: int, model: torch.nn.Module) -> None:
+        if k == 13:
+            with torch.no_grad():
+                model.head.bias[0] = float("nan")
+
+    with pytest.raises(TrainingDiverged, match="at step 14") as e:
+        run(cfg(max_steps=30, eval_every=5), corpus, tmp_path, on_step=poison)
+    assert "best checkpoint (step 10)" in str(e.value)
+    model, _, info = load_checkpoint(tmp_path / "m.pt")
+    assert info["step"] == 10
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    state = torch.load(default_state_path(tmp_path / "m.pt"), weights_only=True)
+    assert state["step"] == 10 and not state["complete"]
+
+
+def test_best_checkpoint_and_early_stopping(corpus: Corpus, tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+
+    def worsen(k: int, model: torch.nn.Module) -> None:
+        if k > 10 and k % 5 == 0:  # from step 15 on, every evaluation is worse than step 10's
+            with torch.no_grad():
+                model.head.bias.add_(5 * torch.randn(model.head.bias.shape, generator=gen))
+
+    res = run(cfg(max_steps=60, eval_every=5, patience=2, lr=1e-4), corpus, tmp_path,
+              on_step=worsen)
+    assert res.stopped_early and res.steps == 20 and res.best_step == 10
+    rows = read_curve(tmp_path / "m.csv")
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    _, _, info = load_checkpoint(tmp_path / "m.pt")
+    assert info["step"] == 10
+    assert info["val_loss"] == pytest.approx(float(rows[1]["val_loss"]), abs=1e-6)
+
+
+def test_bf16_precision_trains_on_cpu(corpus: Corpus, tmp_path: Path) -> None:
+    run(cfg(precision="bf16", max_steps=40, eval_every=20, layers=2), corpus, tmp_path)
+    rows = read_curve(tmp_path / "m.csv")
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert float(rows[-1]["val_loss"]) < math.log(corpus.vocab.size) - 0.5
+
+
+def test_checkpoint_saved_on_cuda_loads_on_cpu(corpus: Corpus, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run(cfg(max_steps=5), corpus, tmp_path)
+    obj = torch.load(tmp_path / "m.pt", weights_only=True)
+    # Write the same checkpoint with every tensor tagged as living on cuda:0, as a file
+    # saved on a GPU machine is.
+    monkeypatch.setattr(torch.serialization, "_package_registry",
+                        list(torch.serialization._package_registry))
+    torch.serialization.register_package(1, lambda s: "cuda:0", lambda s, loc: None)
+    torch.save(obj, tmp_path / "gpu.pt")
+    monkeypatch.undo()
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="CUDA"):
+            torch.load(tmp_path / "gpu.pt", weights_only=True)
+    model, vocab, info = load_checkpoint(tmp_path / "gpu.pt", torch.device("cpu"),
+                                         vocab=corpus.vocab)
+    assert next(model.parameters()).device.type == "cpu" and not model.training
+    assert vocab == corpus.vocab and info["step"] == 5
+    assert_same_weights(model.state_dict(), obj["model"])
+
+
+def test_checkpoint_errors(corpus: Corpus, tmp_path: Path) -> None:
+    run(cfg(max_steps=5), corpus, tmp_path)
+    good = (tmp_path / "m.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a charlab"):
+        load_checkpoint(tmp_path / "other.pt")
+    other = Vocab(tuple(sorted(set(corpus.vocab.chars) | {"#"})))
+    with pytest.raises(CheckpointError, match="vocabulary"):
+        load_checkpoint(tmp_path / "m.pt", vocab=other)
+
+
+def test_device_errors() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda")
+        with pytest.raises(DeviceError):
+            train(cfg(device="cuda"), None, checkpoint_path="x.pt", curve_path="x.csv")  # type: ignore[arg-type]
+
+
+def test_too_short_train_split_is_a_clear_error(corpus: Corpus, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="batch_size"):
+        run(cfg(batch_size=4096, seq_length=64), corpus, tmp_path)
+
+
+def test_threads_restored(corpus: Corpus, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    run(cfg(max_steps=3, threads=1), corpus, tmp_path)
+    assert torch.get_num_threads() == before
+
+
+def test_lr_schedule() -> None:
+    c = cfg(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(c, 0) == pytest.approx(0.1)
+    assert lr_at(c, 9) == pytest.approx(1.0)
+    assert lr_at(c, 10) == pytest.approx(1.0)
+    assert lr_at(c, 60) == pytest.approx(0.55)
+    assert lr_at(c, 110) == pytest.approx(0.1)
+    assert lr_at(dataclasses.replace(c, lr_schedule="constant"), 100) == 1.0
+
+
+def test_precision_auto_resolves_and_is_recorded(corpus: Corpus, tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    auto = resolve_precision("auto", cpu)
+    assert auto in ("fp32", "bf16")
+    res = run(cfg(precision="auto", max_steps=3), corpus, tmp_path)
+    assert res.precision == auto
+    assert load_checkpoint(tmp_path / "m.pt")[2]["precision"] == auto
+
+
+def test_new_params_are_validated() -> None:
+    with pytest.raises(ParamsError, match="train.test.precision"):
+        cfg(precision="fp16")
+    with pytest.raises(ParamsError, match="train.test.min_lr_ratio"):
+        cfg(min_lr_ratio=1.5)
+    with pytest.raises(ParamsError, match="train.test.resume"):
+        cfg(resume="yes")
