@@ -12,7 +12,7 @@ Run from the repository root:  .venv/bin/python bench/ngram_bench.py [--corpus P
   reports tracemalloc's peak (numpy registers its buffers with tracemalloc): the memory
   the fit itself holds.
 
-Writes its report to bench/RESULTS_ngram.md.
+Writes its report to the n-gram section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,10 +32,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from results import RESULTS, update_section  # bench/ is the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-RESULTS = REPO / "bench" / "RESULTS_ngram.md"
 MIB = 1 << 20
 
 
@@ -282,8 +283,10 @@ def main() -> None:
     if not Path(args.corpus).is_file():
         sys.exit(f"corpus not found: {args.corpus} (pass --corpus)")
     report = run(args.corpus, args.big_mb)
-    RESULTS.write_text(report, encoding="utf-8")
-    print(f"\nwrote {RESULTS.relative_to(REPO)}")
+    # one section of RESULTS.md: demote this report's headings one level
+    report = re.sub(r"^(#+) ", r"#\1 ", report, flags=re.M)
+    update_section("ngram", report.replace("n-gram benchmark", "N-gram models", 1))
+    print(f"\nwrote the ngram section of {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

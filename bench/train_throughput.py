@@ -12,7 +12,7 @@ The machine may be shared: runs are interleaved over ``--trials`` rounds and the
 each is reported (the median in brackets), with the load average before and after.
 
 Usage: ``python bench/train_throughput.py [--params params.yaml] [--seconds 6]``; copy the
-printed table into bench/RESULTS_train.md.
+printed table into the training section of bench/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -476,8 +476,6 @@ def test_corpus_shorter_than_one_batch(ws: Path, capsys) -> None:
     assert not (ws / "models/rnn.pt").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="train.py: StreamBatches' error does not name the key "
-                                       "path train.<name>.batch_size / seq_length")
 def test_train_library_names_the_key_path_for_a_short_split(built: Path, tmp_path: Path) -> None:
     corpus = Corpus.load(*(built / p for p in ENCODED))
     with pytest.raises(TrainingError, match=r"^train\.m\.batch_size: "):
@@ -729,8 +727,6 @@ def test_loading_a_malicious_checkpoint_never_runs_its_code(ws: Path, tmp_path: 
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="train.py _read repeats torch's UnpicklingError text, "
-                                       "which advises weights_only=False and holds ANSI escapes")
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
 def test_refusing_a_malicious_checkpoint_gives_no_unsafe_advice(tmp_path: Path,
@@ -985,9 +981,6 @@ def test_file_size_limit_in_a_real_encode_process(ws: Path) -> None:
     assert snapshot(ws) == before
 
 
-@pytest.mark.xfail(strict=True, reason="train.py _save passes a path to torch.save, whose C++ "
-                                       "writer reports a failed write as an opaque "
-                                       "RuntimeError: a traceback, exit 1")
 def test_file_size_limit_in_a_real_train_process(ws: Path) -> None:
     edit_params(ws, {"train": {"rnn": {"seed": 7}}})
     before = (ws / "models/rnn.pt").read_bytes()

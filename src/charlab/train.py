@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -38,9 +39,9 @@ from tqdm import tqdm
 
 from charlab.encoding import Corpus, Vocab
 from charlab.errors import CharlabError
-from charlab.io import atomic_open, atomic_path
+from charlab.io import atomic_open
 from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
-from charlab.params import TrainParams
+from charlab.params import ParamsError, TrainParams, check_train_split
 
 CHECKPOINT_FORMAT = "charlab-rnn-checkpoint"
 STATE_FORMAT = "charlab-rnn-train-state"
@@ -199,8 +200,10 @@ def _cpu(obj: Any) -> Any:
 
 
 def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # a file object: a failed write (disk full) surfaces as Python's OSError, which
+    # atomic_path turns into one clear OutputError
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
@@ -209,6 +212,11 @@ def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: not a torch file, or it holds Python objects "
+            "other than tensors, which charlab never unpickles"
+        ) from None
     except Exception as e:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, corrupted, or not written by "
@@ -247,7 +255,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
             + "; retrain on this corpus"
         )
     model.to(device).eval()
-    info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision")}
+    info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision",
+                                    "device")}
     return model, ckpt_vocab, info
 
 
@@ -408,6 +417,10 @@ class _Run:
         self.progress, self.on_step = progress, on_step
         self.vocab = corpus.vocab
         self.val = np.asarray(corpus.split("val"), dtype=np.int64)
+        try:  # the key path in the message, as the train stage reports it
+            check_train_split(cfg, name, len(corpus.split("train")))
+        except ParamsError as e:
+            raise TrainingError(str(e)) from None
         self.data = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_length,
                                   cfg.seed, device)
         torch.manual_seed(cfg.seed)
@@ -482,6 +495,7 @@ class _Run:
         return {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "name": self.name,
                 "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
                 "params": dataclasses.asdict(self.cfg), "precision": self.precision,
+                "device": self.device.type,
                 "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights}
 
     def elapsed(self) -> float:
