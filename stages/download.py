@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 from charlab import params
 from charlab.corpus import download
 from charlab.errors import run_main
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", required=True, help="where the corpus text goes")
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "out").parse_args()
 
     p = params.section(params.load(args.params), "download", params.DownloadParams)
     digest = download(p.url, args.out, sha256=p.sha256, timeout=p.timeout, retries=p.retries)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 from charlab import params
 from charlab.encoding import encode_corpus
 from charlab.errors import run_main
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--corpus", required=True)
-    ap.add_argument("--vocab", required=True)
-    ap.add_argument("--tokens", required=True)
-    ap.add_argument("--splits", required=True)
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "corpus", corpus=True).parse_args()
 
     p = params.section(params.load(args.params), "encode", params.EncodeParams)
     m = encode_corpus(args.corpus, args.vocab, args.tokens, args.splits,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
@@ -16,17 +15,8 @@ from charlab.train import DeviceError, resolve_device
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--vocab", required=True)
-    ap.add_argument("--tokens", required=True)
-    ap.add_argument("--splits", required=True)
-    ap.add_argument("--ngram-dir", required=True)
-    ap.add_argument("--models-dir", required=True)
-    ap.add_argument("--csv", required=True)
-    ap.add_argument("--json", required=True)
-    ap.add_argument("--bar", required=True, help="test split only, for the bar chart")
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "ngram-dir", "models-dir", "csv", "json", "bar",
+                               corpus=True).parse_args()
 
     raw = params.load(args.params)
     p = params.section(raw, "evaluate", params.EvaluateParams)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from charlab import params
 from charlab.encoding import Corpus
 from charlab.errors import run_main
@@ -12,13 +10,7 @@ from charlab.ngram import NGramLM
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--vocab", required=True)
-    ap.add_argument("--tokens", required=True)
-    ap.add_argument("--splits", required=True)
-    ap.add_argument("--out-dir", required=True)
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "out-dir", corpus=True).parse_args()
 
     p = params.section(params.load(args.params), "ngram", params.NgramParams)
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)

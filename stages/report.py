@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -15,15 +14,8 @@ from charlab.train import load_checkpoint
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--metrics", required=True, help="metrics.csv from evaluate")
-    ap.add_argument("--curves-dir", required=True)
-    ap.add_argument("--samples-dir", required=True)
-    ap.add_argument("--models-dir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--figures-dir", required=True)
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "metrics", "curves-dir", "samples-dir", "models-dir",
+                               "out", "figures-dir").parse_args()
 
     raw = params.load(args.params)
     models = params.train_models(raw)

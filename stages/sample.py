@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -16,13 +15,7 @@ from charlab.models import load_models, model_files
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--vocab", required=True)
-    ap.add_argument("--ngram-dir", required=True)
-    ap.add_argument("--models-dir", required=True)
-    ap.add_argument("--out-dir", required=True)
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "vocab", "ngram-dir", "models-dir", "out-dir").parse_args()
 
     raw = params.load(args.params)
     p = params.section(raw, "sample", params.SampleParams)

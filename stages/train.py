@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from charlab import params
 from charlab.encoding import Corpus
 from charlab.errors import CharlabError, run_main
@@ -11,15 +9,7 @@ from charlab.train import DeviceError, resolve_device, train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", required=True, help="a key of the train: section")
-    ap.add_argument("--vocab", required=True)
-    ap.add_argument("--tokens", required=True)
-    ap.add_argument("--splits", required=True)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--curve", required=True)
-    args = ap.parse_args()
+    args = params.stage_parser(__doc__, "model", "checkpoint", "curve", corpus=True).parse_args()
 
     models = params.train_models(params.load(args.params))
     if args.model not in models:

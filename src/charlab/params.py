@@ -6,6 +6,7 @@ raised before a stage does any work.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import re
@@ -287,3 +288,14 @@ def train_models(params: Mapping) -> dict[str, TrainParams]:
             raise ParamsError(f"train.{name}: names ngram<order> are reserved for n-gram models")
         out[str(name)] = parse(TrainParams, entry, f"train.{name}")
     return out
+
+
+def stage_parser(doc: str | None, *paths: str, corpus: bool = False) -> argparse.ArgumentParser:
+    """The command line every stage script shares: ``--params`` and the paths dvc.yaml hands
+    it (each required); ``corpus`` adds the encoded corpus: ``--vocab --tokens --splits``."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--params", default="params.yaml", help="(default: params.yaml)")
+    for name in (("vocab", "tokens", "splits") if corpus else ()) + paths:
+        ap.add_argument(f"--{name}", required=True)
+    return ap
+
