@@ -208,7 +208,7 @@ def run(corpus: str, big_mb: int) -> str:
         f"{m_fit['table_mib']:.0f} MiB. Required: >= 30x faster, <= 1/4 of the memory.")
     say()
     say(f"Reading and encoding alone take {t_encode * 1000:.0f} ms (`Vocab.from_text` + "
-        f"`Vocab.encode`, mostly its per-character check for unknown characters); the "
+        f"`Vocab.encode`); the "
         f"pipeline does that once, in the encode stage, and the ngram stage fits the "
         f"memory-mapped ids.")
     say()
