@@ -140,6 +140,14 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "rnn3 lr"], repo)
 
+    # every declared plot loads, for the workspace and across two commits
+    for cmd in (["dvc", "plots", "show"], ["dvc", "plots", "diff", "HEAD~1"]):
+        out = run([*cmd, "-o", str(repo / "plots_html"), "--json"], repo)
+        assert "failed to load" not in out
+        for plotted in ("metrics/train/rnn3.csv", "Test bits/char by model", "loss_curves.png"):
+            assert plotted in out
+    shutil.rmtree(repo / "plots_html")
+
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo))
     changed = {key.split(".")[0] for key in diff["metrics/metrics.json"]}
     assert "rnn3" in changed
