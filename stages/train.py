@@ -20,7 +20,6 @@ def main() -> None:
     except DeviceError as e:
         raise params.ParamsError(f"train.{args.model}.device: {e}") from None
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
-    params.check_train_split(cfg, args.model, len(corpus.split("train")))
     train(cfg, corpus, checkpoint_path=args.checkpoint, curve_path=args.curve, name=args.model)
 
 

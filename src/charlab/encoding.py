@@ -86,6 +86,16 @@ class Vocab:
         points = np.array([ord(c) for c in self.chars], dtype=np.uint32)
         return np.searchsorted(points, codes).astype(self.dtype)
 
+    def difference(self, other: Vocab, show: int = 5) -> str:
+        """``; only in the corpus (self): ...; only in the model (other): ...``, or ""."""
+        out = ""
+        for label, chars in (("only in the corpus", set(self.chars) - set(other.chars)),
+                             ("only in the model", set(other.chars) - set(self.chars))):
+            if chars:
+                listed = ", ".join(repr(c) for c in sorted(chars)[:show])
+                out += f"; {label}: {listed}" + (" ..." if len(chars) > show else "")
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
@@ -128,10 +138,12 @@ def decode_utf8(data: bytes, source: str = "corpus") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        bad = data[e.start:e.end]
-        raise CorpusError(
-            f"{source} is not valid UTF-8: byte offset {e.start} (0x{bad.hex()}): {e.reason}"
-        ) from None
+        raise _utf8_error(source, e, offset=e.start) from None
+
+
+def _utf8_error(source: object, e: UnicodeDecodeError, offset: int) -> CorpusError:
+    bad = e.object[e.start:e.end].hex()
+    return CorpusError(f"{source} is not valid UTF-8: byte offset {offset} (0x{bad}): {e.reason}")
 
 
 def split_bounds(n: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
@@ -167,11 +179,7 @@ def _text_chunks(path: Path, chunk_bytes: int, digest=None) -> Iterator[str]:
             try:
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as e:
-                at = offset - pending + e.start
-                raise CorpusError(
-                    f"{path} is not valid UTF-8: byte offset {at} "
-                    f"(0x{e.object[e.start:e.end].hex()}): {e.reason}"
-                ) from None
+                raise _utf8_error(path, e, offset=offset - pending + e.start) from None
             offset += len(data)
             if text:
                 yield text

@@ -39,17 +39,6 @@ def model_files(orders: list[int], trained: list[str], ngram_dir: str | os.PathL
     return files
 
 
-def _vocab_diff(model: Vocab, corpus: Vocab, show: int = 5) -> str:
-    """``; only in the corpus: 'x'; only in the model: 'y'`` (at most ``show`` of each)."""
-    out = ""
-    for label, chars in (("only in the corpus", set(corpus.chars) - set(model.chars)),
-                         ("only in the model", set(model.chars) - set(corpus.chars))):
-        if chars:
-            listed = ", ".join(repr(c) for c in sorted(chars)[:show])
-            out += f"; {label}: {listed}" + (" ..." if len(chars) > show else "")
-    return out
-
-
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:
     """Load an n-gram table or an RNN checkpoint, checking it was built for ``vocab``."""
     path = Path(path)
@@ -64,13 +53,7 @@ def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> La
         from charlab.train import load_checkpoint, resolve_device
 
         dev = resolve_device(device)
-        net, ckpt_vocab, _info = load_checkpoint(path, dev)
-        if ckpt_vocab != vocab:
-            raise CharlabError(
-                f"{path}: trained on a different vocabulary ({ckpt_vocab.size} chars) than "
-                f"this corpus ({vocab.size} chars{_vocab_diff(ckpt_vocab, vocab)}); retrain "
-                "it (`dvc repro`)"
-            )
+        net, _vocab, _info = load_checkpoint(path, dev, vocab=vocab)
         model = RNNLM(net, dev)
     else:
         raise CharlabError(f"{path}: unknown model file type (expected .npz or .pt)")

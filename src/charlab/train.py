@@ -247,12 +247,11 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         model.load_state_dict(obj["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged charlab checkpoint: {e}") from None
-    if vocab is not None and tuple(vocab.chars) != ckpt_vocab.chars:
-        missing = sorted(set(vocab.chars) - set(ckpt_vocab.chars))[:5]
+    if vocab is not None and vocab != ckpt_vocab:
         raise CheckpointError(
-            f"{path}: trained on a vocabulary of {ckpt_vocab.size} characters, the corpus "
-            f"has {vocab.size}" + (f" (not in the checkpoint: {missing})" if missing else "")
-            + "; retrain on this corpus"
+            f"{path}: trained on a different vocabulary ({ckpt_vocab.size} chars) than this "
+            f"corpus ({vocab.size} chars{vocab.difference(ckpt_vocab)}); retrain it "
+            "(`dvc repro`)"
         )
     model.to(device).eval()
     info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision",
