@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from charlab import params
@@ -11,7 +9,7 @@ from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.evaluate import evaluate, write_metrics
 from charlab.models import load_models, model_files
-from charlab.train import DeviceError, resolve_device
+from charlab.train import DeviceError, cpu_threads, resolve_device
 
 
 def main() -> None:
@@ -26,7 +24,7 @@ def main() -> None:
         device = resolve_device(p.device)
     except DeviceError as e:
         raise params.ParamsError(f"evaluate.device: {e}") from None
-    torch.set_num_threads(p.threads or os.cpu_count() or 1)
+    torch.set_num_threads(cpu_threads(p.threads))
 
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     files = model_files(orders, trained, args.ngram_dir, args.models_dir)

@@ -22,6 +22,7 @@ from charlab.train import (
     TrainingDiverged,
     TrainingError,
     TrainingInterrupted,
+    cpu_threads,
     default_state_path,
     load_checkpoint,
     lr_at,
@@ -264,6 +265,19 @@ def test_threads_restored(corpus: Corpus, tmp_path: Path) -> None:
     before = torch.get_num_threads()
     run(cfg(max_steps=3, threads=1), corpus, tmp_path)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("threads", "env", "expected"), [
+    (3, "1", 3),       # an explicit value wins
+    (0, "1", 1),       # 0: OMP_NUM_THREADS, as queued experiments and torchrun ranks set it
+    (0, "", None),     # 0 and no OMP_NUM_THREADS: every core
+    (0, "junk", None),
+])
+def test_cpu_threads(threads: int, env: str, expected: int | None,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads(threads) == (cores if expected is None else expected)
 
 
 def test_lr_schedule() -> None:

@@ -114,7 +114,7 @@ class TrainParams:
     eval_every: int = field(default=100, metadata=_check(positive))
     seed: int = 1337
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # 0: use every core the machine has
+    # 0: OMP_NUM_THREADS if set, else every core
     threads: int = field(default=0, metadata=_check(non_negative))
     grad_clip: float = field(default=1.0, metadata=_check(non_negative))
     # 0: one-hot input, as in the lecture; else a learned embedding of this size
@@ -150,7 +150,7 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # 0: use every core the machine has
+    # 0: OMP_NUM_THREADS if set, else every core
     threads: int = field(default=0, metadata=_check(non_negative))
 
 

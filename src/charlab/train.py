@@ -104,6 +104,21 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         raise DeviceError(f"unknown device {name!r}: {e}") from None
 
 
+def cpu_threads(threads: int = 0) -> int:
+    """Torch threads for ``threads`` params value: 0 = ``OMP_NUM_THREADS`` where set (the
+    usual way to share cores among parallel jobs: queued experiments, torchrun ranks), else
+    every core this process may run on."""
+    if threads:
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _native_bf16_cpu() -> bool:
     try:  # private helpers; absent in some torch builds
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
@@ -307,11 +322,7 @@ def _catch_signals() -> Iterator[dict[str, int | None]]:
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(n or cores)
+    torch.set_num_threads(cpu_threads(n))
     # Gradients through many tanh steps reach denormal floats, which cost ~10x on x86.
     torch.set_flush_denormal(True)
     try:
