@@ -520,6 +520,9 @@ class _Run:
             tqdm.write(f"{self.name}: resuming from step {self.step} ({self.state_path})")
         else:
             self.state_path.unlink(missing_ok=True)
+        # one line a log reader (dvc queue logs, CI) can check: where and how this trains
+        tqdm.write(f"train {self.name}: device {self.device}, precision {self.precision}, "
+                   f"{torch.get_num_threads()} threads")
         if self.best_weights is not None:
             # Outputs may have been deleted (DVC does before a stage runs): rewrite them.
             _save(self._checkpoint(), self.checkpoint_path)
