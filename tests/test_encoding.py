@@ -1,5 +1,7 @@
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from charlab.encoding import (
     Vocab,
     VocabError,
     decode_utf8,
+    drop_mapped_pages,
     encode_corpus,
     split_bounds,
 )
@@ -142,3 +145,28 @@ def test_bad_byte_offset_in_a_later_chunk(tmp_path, chunk_bytes):
     bad = data.index(b"\xff")
     with pytest.raises(CorpusError, match=rf"byte offset {bad} \(0xff\)"):
         encode_corpus(src, *paths, val_fraction=0.1, test_fraction=0.1, chunk_bytes=chunk_bytes)
+
+
+def _rss_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_drop_mapped_pages_shrinks_the_resident_set(tmp_path):
+    path = tmp_path / "ids.bin"
+    np.ones(32 << 20, dtype=np.uint8).tofile(path)
+    ids = np.memmap(path, dtype=np.uint8, mode="r")[1:]  # a slice, as Corpus.split gives
+    assert int(ids.sum()) == (32 << 20) - 1  # reads, so maps, every page
+    before = _rss_file_kib()
+    drop_mapped_pages(ids)
+    assert before - _rss_file_kib() > 24 << 10  # most of the 32 MiB left the resident set
+    assert int(ids[-1]) == 1  # and the data reads again
+
+
+def test_drop_mapped_pages_leaves_plain_arrays_alone():
+    a = np.arange(10)
+    drop_mapped_pages(a)
+    assert a.tolist() == list(range(10))

@@ -19,6 +19,7 @@ from charlab.train import (
     CURVE_COLUMNS,
     CheckpointError,
     DeviceError,
+    StreamBatches,
     TrainingDiverged,
     TrainingError,
     TrainingInterrupted,
@@ -307,3 +308,23 @@ def test_new_params_are_validated() -> None:
         cfg(min_lr_ratio=1.5)
     with pytest.raises(ParamsError, match="train.test.resume"):
         cfg(resume="yes")
+
+
+def test_stream_batches_rows_shard_the_global_batch(corpus: Corpus) -> None:
+    ids = corpus.split("train")
+    cpu = torch.device("cpu")
+    whole = StreamBatches(ids, 8, 16, seed=3, device=cpu)
+    halves = [StreamBatches(ids, 8, 16, seed=3, device=cpu, rows=range(r * 4, r * 4 + 4))
+              for r in (0, 1)]
+    for step in (0, 1, whole.steps_per_epoch, whole.steps_per_epoch + 5):
+        x, y, new = whole.batch(step)
+        parts = [h.batch(step) for h in halves]
+        assert torch.equal(x, torch.cat([p[0] for p in parts]))
+        assert torch.equal(y, torch.cat([p[1] for p in parts]))
+        assert all(p[2] == new for p in parts)
+    # stream b reads the b-th contiguous piece of the split, targets one ahead of inputs
+    x, y, _ = whole.batch(0)
+    per_stream = len(ids) // 8
+    p = whole.offset(0)
+    assert x[3].tolist() == ids[3 * per_stream + p:3 * per_stream + p + 16].tolist()
+    assert torch.equal(x[:, 1:], y[:, :-1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import mmap
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -226,6 +227,18 @@ def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike,
         vocab_tmp.write_text(json_text(vocab.to_json()), encoding="utf-8")
         split.write_text(json_text(manifest.to_json()), encoding="utf-8")
     return manifest
+
+
+def drop_mapped_pages(ids: np.ndarray) -> None:
+    """Unmap the pages a memory-mapped array has read from this process's resident set.
+
+    They stay in the kernel's page cache, and the next read maps them again; a long pass
+    over a corpus larger than memory calls this now and then so its RSS stays bounded.
+    Arrays that are not memory-mapped are left alone.
+    """
+    mapping = getattr(ids, "_mmap", None)  # np.memmap's mapping, shared by its slices
+    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from charlab.encoding import Corpus, Vocab
+from charlab.encoding import Corpus, Vocab, drop_mapped_pages
 from charlab.errors import CharlabError
 from charlab.io import atomic_open
 from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
@@ -162,10 +162,16 @@ class StreamBatches:
 
     Each epoch starts at a random offset below ``seq_length`` (seeded per epoch), so chunk
     boundaries move between epochs; the hidden state is reset when an epoch starts.
+
+    ``ids`` may be a memory map of a corpus larger than memory: each step reads its
+    ``len(rows) x (seq_length + 1)`` ids from it, and the pages read are dropped from the
+    resident set every ``drop_every`` bytes, so memory stays bounded. ``rows`` picks the
+    streams this process reads (a DDP rank's share of the global batch); default all.
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, rows: range | None = None,
+                 drop_every: int = 64 << 20) -> None:
         per_stream = len(ids) // batch_size
         if per_stream < seq_length + 1:
             raise TrainingError(
@@ -173,14 +179,18 @@ class StreamBatches:
                 f"{batch_size} streams of seq_length {seq_length} + 1; lower batch_size or "
                 f"seq_length (need at least {batch_size * (seq_length + 1)})"
             )
-        store = np.uint8 if np.asarray(ids[:1]).dtype == np.uint8 else np.int32
-        arr = np.asarray(ids[: batch_size * per_stream]).astype(store).reshape(batch_size, -1)
-        # The whole split lives on the device: no host->device copy or sync per step.
-        self.streams = torch.from_numpy(arr).to(device)
+        rows = range(batch_size) if rows is None else rows
+        self.ids = ids
+        self.device = device
         self.seq_length = seq_length
+        # index of every id one step reads, relative to the step's position p
+        starts = np.asarray(rows, dtype=np.int64) * per_stream
+        self.window = starts[:, None] + np.arange(seq_length + 1, dtype=np.int64)
         self.steps_per_epoch = (per_stream - 1) // seq_length
         self.slack = per_stream - 1 - self.steps_per_epoch * seq_length
         self.seed = seed
+        self.drop_every = drop_every
+        self._read = 0
 
     def offset(self, epoch: int) -> int:
         if self.slack == 0:
@@ -191,7 +201,16 @@ class StreamBatches:
         """Inputs and targets (B, T) int64, and whether this step starts an epoch."""
         epoch, j = divmod(step, self.steps_per_epoch)
         p = self.offset(epoch) + j * self.seq_length
-        chunk = self.streams[:, p:p + self.seq_length + 1].long()
+        chunk = torch.from_numpy(self.ids[self.window + p].astype(np.int64))
+        self._read += chunk.numel() * self.ids.itemsize
+        if self._read >= self.drop_every:
+            drop_mapped_pages(self.ids)
+            self._read = 0
+        if self.device.type == "cuda":
+            # pinned: the copy overlaps the previous step's work instead of syncing
+            chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            chunk = chunk.to(self.device)
         return chunk[:, :-1], chunk[:, 1:], j == 0
 
 
