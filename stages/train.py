@@ -1,11 +1,20 @@
-"""Stage `train@<model>`: train one entry of `train:` into a checkpoint and a loss curve."""
+"""Stage `train@<model>`: train one entry of `train:` into a checkpoint and a loss curve.
+
+With `train.<model>.nproc` > 1 the stage checks everything, then replaces itself by torchrun
+running this same command in `nproc` data-parallel processes. Started by torchrun (by the
+stage, or by hand on several nodes) it joins the other ranks.
+"""
 
 from __future__ import annotations
 
-from charlab import params
+import sys
+
+import torch
+
+from charlab import distributed, params
 from charlab.encoding import Corpus
 from charlab.errors import CharlabError, run_main
-from charlab.train import DeviceError, resolve_device, train
+from charlab.train import DeviceError, cpu_threads, resolve_device, train
 
 
 def main() -> None:
@@ -16,11 +25,25 @@ def main() -> None:
         raise CharlabError(f"train.{args.model}: no such entry; have {', '.join(models)}")
     cfg = models[args.model]
     try:  # before any work: a missing GPU is a params problem
-        resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
     except DeviceError as e:
         raise params.ParamsError(f"train.{args.model}.device: {e}") from None
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
-    train(cfg, corpus, checkpoint_path=args.checkpoint, curve_path=args.curve, name=args.model)
+    world = distributed.world_from_env()
+
+    if cfg.nproc > 1 and not world.distributed:
+        if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
+            raise params.ParamsError(
+                f"train.{args.model}.nproc: {cfg.nproc} processes need one GPU each; this "
+                f"machine has {torch.cuda.device_count()}")
+        # the ranks' own checks would fail the same way, once per rank: fail once, here
+        params.check_train_split(cfg, args.model, len(corpus.split("train")))
+        threads = cpu_threads(cfg.threads) // cfg.nproc if device.type == "cpu" else 1
+        distributed.launch(cfg.nproc, [sys.argv[0], *sys.argv[1:]], threads)
+
+    with distributed.process_group(world, distributed.device_for(world, device)):
+        train(cfg, corpus, checkpoint_path=args.checkpoint, curve_path=args.curve,
+              name=args.model, world=world)
 
 
 if __name__ == "__main__":

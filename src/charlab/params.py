@@ -132,6 +132,17 @@ class TrainParams:
     resume: bool = False
     # stop after this many evaluations without a new best val loss; 0: never
     patience: int = field(default=0, metadata=_check(non_negative))
+    # > 1: `dvc repro` trains under torchrun with this many data-parallel processes (DDP),
+    # each on batch_size / nproc of the streams
+    nproc: int = field(default=1, metadata=_check(positive))
+
+    def validate(self, path: str) -> None:
+        if self.batch_size % self.nproc:
+            raise ParamsError(
+                f"{path}.nproc: {self.nproc} processes must share batch_size "
+                f"{self.batch_size} evenly (each trains on batch_size / nproc streams); use "
+                "a batch_size that is a multiple of nproc"
+            )
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from charlab.encoding import Corpus, Vocab, drop_mapped_pages
+from charlab import distributed as ddp
+from charlab.distributed import SINGLE, World
+from charlab.encoding import Corpus, IdFile, Vocab
 from charlab.errors import CharlabError
 from charlab.io import atomic_open
 from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
@@ -163,15 +166,14 @@ class StreamBatches:
     Each epoch starts at a random offset below ``seq_length`` (seeded per epoch), so chunk
     boundaries move between epochs; the hidden state is reset when an epoch starts.
 
-    ``ids`` may be a memory map of a corpus larger than memory: each step reads its
-    ``len(rows) x (seq_length + 1)`` ids from it, and the pages read are dropped from the
-    resident set every ``drop_every`` bytes, so memory stays bounded. ``rows`` picks the
-    streams this process reads (a DDP rank's share of the global batch); default all.
+    ``ids`` is an array, or an :class:`IdFile` for a corpus larger than memory: streams are
+    read ``block`` steps at a time (one read per stream), so memory stays the same whatever
+    the corpus size. ``rows`` picks the streams this process reads (a DDP rank's share of
+    the global batch); default all.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int,
-                 device: torch.device, rows: range | None = None,
-                 drop_every: int = 64 << 20) -> None:
+    def __init__(self, ids: np.ndarray | IdFile, batch_size: int, seq_length: int, seed: int,
+                 device: torch.device, rows: range | None = None, block: int = 64) -> None:
         per_stream = len(ids) // batch_size
         if per_stream < seq_length + 1:
             raise TrainingError(
@@ -183,14 +185,18 @@ class StreamBatches:
         self.ids = ids
         self.device = device
         self.seq_length = seq_length
-        # index of every id one step reads, relative to the step's position p
-        starts = np.asarray(rows, dtype=np.int64) * per_stream
-        self.window = starts[:, None] + np.arange(seq_length + 1, dtype=np.int64)
+        self.starts = np.asarray(rows, dtype=np.int64) * per_stream  # where each stream begins
         self.steps_per_epoch = (per_stream - 1) // seq_length
         self.slack = per_stream - 1 - self.steps_per_epoch * seq_length
         self.seed = seed
-        self.drop_every = drop_every
-        self._read = 0
+        self.block = block
+        self._cached: tuple[int, int] | None = None  # (epoch, block) held in _buffer
+        self._buffer = np.empty((len(rows), 0), dtype=np.int64)
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        if isinstance(self.ids, IdFile):
+            return self.ids.read(start, count)
+        return np.asarray(self.ids[start:start + count])
 
     def offset(self, epoch: int) -> int:
         if self.slack == 0:
@@ -200,12 +206,14 @@ class StreamBatches:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Inputs and targets (B, T) int64, and whether this step starts an epoch."""
         epoch, j = divmod(step, self.steps_per_epoch)
-        p = self.offset(epoch) + j * self.seq_length
-        chunk = torch.from_numpy(self.ids[self.window + p].astype(np.int64))
-        self._read += chunk.numel() * self.ids.itemsize
-        if self._read >= self.drop_every:
-            drop_mapped_pages(self.ids)
-            self._read = 0
+        b, k = divmod(j, self.block)
+        t = self.seq_length
+        if self._cached != (epoch, b):
+            p = self.offset(epoch) + b * self.block * t
+            n = min(self.block, self.steps_per_epoch - b * self.block) * t + 1
+            self._buffer = np.stack([self._read(int(s) + p, n) for s in self.starts])
+            self._cached = (epoch, b)
+        chunk = torch.from_numpy(self._buffer[:, k * t:(k + 1) * t + 1].astype(np.int64))
         if self.device.type == "cuda":
             # pinned: the copy overlaps the previous step's work instead of syncing
             chunk = chunk.pin_memory().to(self.device, non_blocking=True)
@@ -230,6 +238,21 @@ def _cpu(obj: Any) -> Any:
         return {k: _cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _derived_seed(*ints: int) -> int:
+    return int(np.random.default_rng(list(ints)).integers(2**62))
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    """Tensors (not RNG states, which stay byte tensors on the CPU) moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.dtype == torch.uint8 else obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to(v, device) for v in obj)
     return obj
 
 
@@ -318,8 +341,10 @@ class TrainResult:
 
 
 @contextlib.contextmanager
-def _catch_signals() -> Iterator[dict[str, int | None]]:
-    """SIGINT/SIGTERM set a flag the loop checks between steps; a second one aborts."""
+def _catch_signals(second_aborts: bool = True) -> Iterator[dict[str, int | None]]:
+    """SIGINT/SIGTERM set a flag the loop checks between steps; a second one aborts, except
+    under torchrun, which passes a Ctrl-C on to ranks that already had it from the terminal
+    (torchrun itself kills ranks that do not stop in time)."""
     flag: dict[str, int | None] = {"signum": None}
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -327,7 +352,9 @@ def _catch_signals() -> Iterator[dict[str, int | None]]:
 
     def handler(signum: int, frame: Any) -> None:
         if flag["signum"] is not None:
-            raise KeyboardInterrupt
+            if second_aborts:
+                raise KeyboardInterrupt
+            return
         flag["signum"] = signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -412,24 +439,30 @@ def _load_state(path: Path, cfg: TrainParams, corpus: Corpus, device: torch.devi
 def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLike,
           curve_path: str | os.PathLike, name: str = "model",
           state_path: str | os.PathLike | None = None, progress: bool | None = None,
-          on_step: Callable[[int, CharRNN], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, CharRNN], None] | None = None,
+          world: World = SINGLE) -> TrainResult:
     """Train one ``train:`` entry on ``corpus``; write the best checkpoint and loss curve.
 
     ``state_path`` defaults to :func:`default_state_path`. ``progress`` None shows the tqdm
     bar only on a terminal. ``on_step(step, model)`` runs after each optimiser step (tests
     use it to inject faults). Raises :class:`TrainingDiverged` on NaN/inf and
     :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM.
+
+    ``world``: this process's place among data-parallel ranks (its process group already
+    initialised, see :mod:`charlab.distributed`). Each rank trains on its block of the
+    ``batch_size`` streams under DDP, so the global batch and the maths are those of one
+    process; rank 0 evaluates and writes every file.
     """
     checkpoint_path = Path(checkpoint_path)
     curve_path = Path(curve_path)
     state_path = Path(state_path) if state_path else default_state_path(checkpoint_path)
-    device = resolve_device(cfg.device)
+    device = ddp.device_for(world, resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"train.{name}.precision: bf16 is not supported by this GPU; use fp32")
     with _threads(cfg.threads):
         return _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
-                    state_path, progress, on_step).run()
+                    state_path, progress, on_step, world).run()
 
 
 class _Run:
@@ -438,8 +471,10 @@ class _Run:
     def __init__(self, cfg: TrainParams, corpus: Corpus, device: torch.device,
                  precision: str, name: str,
                  checkpoint_path: Path, curve_path: Path, state_path: Path,
-                 progress: bool | None, on_step: Callable[[int, CharRNN], None] | None) -> None:
+                 progress: bool | None, on_step: Callable[[int, CharRNN], None] | None,
+                 world: World) -> None:
         self.cfg, self.corpus, self.device, self.name = cfg, corpus, device, name
+        self.world = world
         self.precision = precision  # fp32 or bf16, "auto" resolved
         self.checkpoint_path, self.curve_path, self.state_path = (
             checkpoint_path, curve_path, state_path)
@@ -450,11 +485,21 @@ class _Run:
             check_train_split(cfg, name, len(corpus.split("train")))
         except ParamsError as e:
             raise TrainingError(str(e)) from None
-        self.data = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_length,
-                                  cfg.seed, device)
+        try:
+            rows = world.rows(cfg.batch_size)
+        except ddp.DistributedError as e:
+            raise TrainingError(f"train.{name}: {e}") from None
+        self.data = StreamBatches(corpus.split_file("train"), cfg.batch_size, cfg.seq_length,
+                                  cfg.seed, device, rows=rows)
         torch.manual_seed(cfg.seed)
         self.mconfig = model_config(cfg, corpus.vocab.size)
         self.model = CharRNN(self.mconfig).to(device)
+        self.net: torch.nn.Module = self.model
+        if world.distributed:
+            # one gradient all-reduce per step, overlapped with the backward pass
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[device] if device.type == "cuda" else None)
+        self._seed_rank()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.hidden: Hidden | None = None
         self.step = 0
@@ -476,9 +521,30 @@ class _Run:
         self.pending: list[tuple[int, torch.Tensor]] = []  # (step, [loss, grad norm])
         self._clock = 0.0
 
+    def _seed_rank(self, step: int = 0) -> None:
+        """Rank r > 0 draws its own dropout masks (rank 0 keeps the one-process stream)."""
+        if self.world.rank:
+            torch.manual_seed(_derived_seed(self.cfg.seed, self.world.rank, step))
+
+    def say(self, msg: str) -> None:
+        if self.world.main:
+            tqdm.write(msg)
+
     # --- state ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
+        """The resume state; a collective: every rank calls it, rank 0 gets the whole."""
         hidden = self.hidden
+        mine = None if hidden is None else _cpu(list(hidden) if isinstance(hidden, tuple)
+                                                else [hidden])
+        rng_cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []
+        ranks = ddp.gather(self.world, (mine, torch.get_rng_state(), rng_cuda))
+        if ranks[0][0] is None:
+            hidden_all = None
+        else:  # the global batch's hidden state: rank shares joined along the batch
+            hidden_all = [torch.cat([r[0][i] for r in ranks], dim=1) for i in range(len(mine))]
+        # the loss and character counts since the last curve row, of the global batch
+        loss_sum, loss_count, chars = ddp.sum_all(
+            self.world, [self.loss_sum, self.loss_count, self.chars], self.device)
         return {
             "format": STATE_FORMAT, "version": FORMAT_VERSION, "name": self.name,
             "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
@@ -487,28 +553,37 @@ class _Run:
             "step": self.step, "complete": self.complete, "stopped_early": self.stopped_early,
             "val_loss": self.curve[-1]["val_loss"] if self.curve else None,
             "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            "hidden": None if hidden is None else _cpu(list(hidden) if isinstance(hidden, tuple)
-                                                       else [hidden]),
+            "rng_cpu": ranks[0][1], "rng_cuda": ranks[0][2],
+            "world_size": self.world.size,
+            "rng_ranks": [[r[1], r[2]] for r in ranks],
+            "hidden": hidden_all,
             "curve": list(self.curve), "best_val": self.best_val, "best_step": self.best_step,
             "best_model": self.best_weights, "bad_evals": self.bad_evals,
-            "acc": [self.loss_sum, self.loss_count, self.chars, self.train_sec,
+            "acc": [loss_sum, int(loss_count), int(chars), self.train_sec,
                     self.total_train_sec, self.elapsed()],
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        # RNG states must be CPU byte tensors, whatever map_location did to them
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if self.device.type == "cuda" and state["rng_cuda"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        self.step = self.resumed_from = int(state["step"])
+        rngs = state.get("rng_ranks") or [[state["rng_cpu"], state["rng_cuda"]]]
+        if len(rngs) == self.world.size:
+            rng_cpu, rng_cuda = rngs[self.world.rank]
+            # RNG states must be CPU byte tensors, whatever map_location did to them
+            torch.set_rng_state(rng_cpu.cpu())
+            if self.device.type == "cuda" and rng_cuda:
+                torch.cuda.set_rng_state_all([s.cpu() for s in rng_cuda])
+        else:  # saved by another number of processes: the run goes on, not bit for bit
+            self.say(f"{self.name}: resuming with {self.world.size} processes a run saved by "
+                     f"{len(rngs)}; dropout masks differ from an uninterrupted run")
+            torch.manual_seed(_derived_seed(self.cfg.seed, 0, self.step))
+            self._seed_rank(self.step)
         h = state["hidden"]
         if h is not None:
-            h = [t.to(self.device) for t in h]
+            rows = self.world.rows(self.cfg.batch_size)
+            h = [t[:, rows.start:rows.stop].to(self.device) for t in h]
             self.hidden = tuple(h) if self.mconfig.cell == "lstm" else h[0]
-        self.step = self.resumed_from = int(state["step"])
         self.curve = [dict(r) for r in state["curve"]]
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
         self.best_weights = _cpu(state["best_model"])
@@ -516,6 +591,8 @@ class _Run:
         self.stopped_early = bool(state["stopped_early"])
         (self.loss_sum, self.loss_count, self.chars, self.train_sec, self.total_train_sec,
          self.elapsed_before) = state["acc"]
+        if not self.world.main:  # rank 0 carries the global counts, summed again at a row
+            self.loss_sum, self.loss_count, self.chars = 0.0, 0, 0
         # A finished run continues only if asked for more steps and it did not stop early.
         self.complete = bool(state["complete"]) and (
             self.stopped_early or self.step >= self.cfg.max_steps)
@@ -533,28 +610,33 @@ class _Run:
     # --- loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
         self.t0 = time.perf_counter()
-        state = _load_state(self.state_path, self.cfg, self.corpus, self.device)
+        state = self._load_state()
         if state is not None:
             self._restore(state)
-            tqdm.write(f"{self.name}: resuming from step {self.step} ({self.state_path})")
-        else:
+            self.say(f"{self.name}: resuming from step {self.step} ({self.state_path})")
+        elif self.world.main:
             self.state_path.unlink(missing_ok=True)
         # one line a log reader (dvc queue logs, CI) can check: where and how this trains
-        tqdm.write(f"train {self.name}: device {self.device}, precision {self.precision}, "
-                   f"{torch.get_num_threads()} threads")
-        if self.best_weights is not None:
+        procs = (f", {self.world.size} processes (DDP, {self.cfg.batch_size // self.world.size}"
+                 " streams each)" if self.world.distributed else "")
+        self.say(f"train {self.name}: device {self.device}, precision {self.precision}, "
+                 f"{torch.get_num_threads()} threads{procs}")
+        if self.best_weights is not None and self.world.main:
             # Outputs may have been deleted (DVC does before a stage runs): rewrite them.
             _save(self._checkpoint(), self.checkpoint_path)
             _write_curve(self.curve_path, self.curve)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                   enabled=self.precision == "bf16")
+        show = None if self.progress is None else self.progress
+        if not self.world.main:
+            show = False
         bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=f"train {self.name}",
-                   unit="step", disable=None if self.progress is None else not self.progress,
+                   unit="step", disable=None if show is None else not show,
                    dynamic_ncols=True, mininterval=1.0)
         vocab_size = self.vocab.size
         self.model.train()
         self._clock = time.perf_counter()
-        with bar, _catch_signals() as sig:
+        with bar, _catch_signals(second_aborts=not self.world.distributed) as sig:
             while not self.complete and self.step < self.cfg.max_steps:
                 lr = lr_at(self.cfg, self.step)
                 for g in self.opt.param_groups:
@@ -563,7 +645,7 @@ class _Run:
                 if new_epoch:
                     self.hidden = None
                 with autocast:
-                    logits, hidden = self.model(x, self.hidden)
+                    logits, hidden = self.net(x, self.hidden)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), y.reshape(-1))
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -587,15 +669,45 @@ class _Run:
                         self._save_state()
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                     self._save_state()
-                if sig["signum"] is not None:
+                if self._stop_requested(sig["signum"] is not None):
                     self._save_state()
                     msg = (f"{self.name}: interrupted at step {self.step}; state saved to "
                            f"{self.state_path}; run again to resume")
-                    tqdm.write(msg)
-                    raise TrainingInterrupted(msg, self.step, int(sig["signum"]))
+                    self.say(msg)
+                    raise TrainingInterrupted(msg, self.step, int(sig["signum"] or signal.SIGTERM))
         self.complete = True
         self._save_state()
         return self._result()
+
+    def _stop_requested(self, here: bool) -> bool:
+        """Whether any rank got SIGINT/SIGTERM: every rank must stop at the same step. On
+        CUDA ranks agree every 32 steps, so there is no host sync per step."""
+        if not self.world.distributed:
+            return here
+        if self.device.type == "cuda" and self.step % 32:
+            return False
+        return ddp.any_rank(self.world, here, self.device)
+
+    def _load_state(self) -> dict | None:
+        """Rank 0 reads the resume state (other nodes may not see its disk) and hands it on;
+        a problem with it is raised on every rank."""
+        state: dict | None = None
+        problem: str | None = None
+        if self.world.main:
+            try:
+                # on the CPU when it travels to other ranks, each moves it to its device
+                where = torch.device("cpu") if self.world.distributed else self.device
+                state = _load_state(self.state_path, self.cfg, self.corpus, where)
+            except CheckpointError as e:
+                if not self.world.distributed:
+                    raise
+                problem = str(e)
+        state, problem = ddp.from_main(self.world, (state, problem))
+        if problem is not None:
+            raise CheckpointError(problem)
+        if state is not None and self.world.distributed:
+            state = _to(state, self.device)
+        return state
 
     def _drain(self) -> None:
         """Check and count the losses of the steps not yet looked at (one host sync)."""
@@ -621,13 +733,18 @@ class _Run:
 
     def _row(self, bar: tqdm) -> None:
         self._pause()
-        val = evaluate_loss(self.model, self.val, self.device)
+        # rank 0 scores the whole val split; the others wait for its number
+        val = evaluate_loss(self.model, self.val, self.device) if self.world.main else None
+        val = float(ddp.from_main(self.world, val))
         if not math.isfinite(val):
             self._diverged(self.step, f"validation loss {val}")
-        train_loss = self.loss_sum / max(1, self.loss_count)
+        # the global batch's mean loss and throughput, summed over ranks
+        loss_sum, loss_count, chars = ddp.sum_all(
+            self.world, [self.loss_sum, self.loss_count, self.chars], self.device)
+        train_loss = loss_sum / max(1, loss_count)
         self.total_train_sec += self.train_sec
         self.curve.append({"step": self.step, "train_loss": train_loss, "val_loss": val,
-                           "chars_per_sec": self.chars / max(self.train_sec, 1e-9),
+                           "chars_per_sec": chars / max(self.train_sec, 1e-9),
                            "elapsed_sec": self.elapsed()})
         self.loss_sum, self.loss_count, self.chars, self.train_sec = 0.0, 0, 0, 0.0
         bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}",
@@ -635,20 +752,24 @@ class _Run:
         if val < self.best_val:
             self.best_val, self.best_step, self.bad_evals = val, self.step, 0
             self.best_weights = _cpu(self.model.state_dict())
-            _save(self._checkpoint(), self.checkpoint_path)
+            if self.world.main:
+                _save(self._checkpoint(), self.checkpoint_path)
         else:
             self.bad_evals += 1
-        _write_curve(self.curve_path, self.curve)
+        if self.world.main:
+            _write_curve(self.curve_path, self.curve)
         self._clock = time.perf_counter()
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
-            tqdm.write(f"{self.name}: early stop at step {self.step}: no better val loss in "
+            self.say(f"{self.name}: early stop at step {self.step}: no better val loss in "
                        f"{self.bad_evals} evaluations (best {self.best_val:.4f} at step "
                        f"{self.best_step})")
             self.stopped_early = self.complete = True
 
     def _save_state(self) -> None:
         self._pause()
-        _save(self._state(), self.state_path)
+        state = self._state()  # every rank: it gathers the ranks' hidden and RNG states
+        if self.world.main:
+            _save(state, self.state_path)
         self._clock = time.perf_counter()
 
     def _diverged(self, step: int, what: str) -> None:
