@@ -9,13 +9,14 @@ import pytest
 from charlab.encoding import (
     Corpus,
     CorpusError,
+    IdFile,
     Vocab,
     VocabError,
     decode_utf8,
-    drop_mapped_pages,
     encode_corpus,
     split_bounds,
 )
+from charlab.io import drop_mapped_pages
 
 
 @pytest.mark.parametrize("text", ["hello world", "naïve café ☃", "a", "\n\t  \r"])
@@ -170,3 +171,18 @@ def test_drop_mapped_pages_leaves_plain_arrays_alone():
     a = np.arange(10)
     drop_mapped_pages(a)
     assert a.tolist() == list(range(10))
+
+
+def test_id_file_reads_a_range_by_position(tmp_path):
+    path = tmp_path / "ids.bin"
+    np.arange(100, dtype=np.uint16).tofile(path)
+    f = IdFile(path, np.uint16, 10, 60)
+    assert len(f) == 50
+    assert f.read(0, 3).tolist() == [10, 11, 12]
+    assert f.read(47, 3).tolist() == [57, 58, 59]
+    with pytest.raises(IndexError, match="outside 0..50"):
+        f.read(48, 3)
+    path.write_bytes(path.read_bytes()[:100])  # truncated behind our back: 50 ids left
+    with pytest.raises(CorpusError, match="shorter than its manifest"):
+        f.read(45, 5)
+    f.close()

@@ -328,3 +328,15 @@ def test_stream_batches_rows_shard_the_global_batch(corpus: Corpus) -> None:
     p = whole.offset(0)
     assert x[3].tolist() == ids[3 * per_stream + p:3 * per_stream + p + 16].tolist()
     assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_stream_batches_read_from_disk_as_from_memory(corpus: Corpus, block: int) -> None:
+    cpu = torch.device("cpu")
+    mem = StreamBatches(np.asarray(corpus.split("train")), 8, 16, seed=3, device=cpu)
+    disk = StreamBatches(corpus.split_file("train"), 8, 16, seed=3, device=cpu, block=block)
+    assert mem.steps_per_epoch > 3 * block or block == 64
+    for step in [*range(0, 2 * mem.steps_per_epoch + 2, 1 if block < 64 else 5)]:
+        got, want = disk.batch(step), mem.batch(step)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), step
+        assert got[2] == want[2]

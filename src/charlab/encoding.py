@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import mmap
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -229,16 +228,37 @@ def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike,
     return manifest
 
 
-def drop_mapped_pages(ids: np.ndarray) -> None:
-    """Unmap the pages a memory-mapped array has read from this process's resident set.
+class IdFile:
+    """A range of a flat id file, read with ``os.pread``: nothing of it is mapped into or
+    cached by this process, so a pass over a corpus larger than memory stays small. (Reading
+    a memory map in many places at once, as training's parallel streams do, made resident a
+    2 MiB page-cache folio per stream on this project's kernel.)"""
 
-    They stay in the kernel's page cache, and the next read maps them again; a long pass
-    over a corpus larger than memory calls this now and then so its RSS stays bounded.
-    Arrays that are not memory-mapped are left alone.
-    """
-    mapping = getattr(ids, "_mmap", None)  # np.memmap's mapping, shared by its slices
-    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-        mapping.madvise(mmap.MADV_DONTNEED)
+    def __init__(self, path: str | os.PathLike, dtype: np.dtype, start: int, stop: int) -> None:
+        self.path, self.dtype = Path(path), np.dtype(dtype)
+        self.start, self.stop = start, stop
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Ids ``start .. start + count`` of the range."""
+        if start < 0 or start + count > len(self):
+            raise IndexError(f"ids {start}..{start + count} outside 0..{len(self)}")
+        size = self.dtype.itemsize
+        data = os.pread(self._fd, count * size, (self.start + start) * size)
+        if len(data) != count * size:
+            raise CorpusError(f"{self.path}: shorter than its manifest says (truncated?)")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -248,6 +268,7 @@ class Corpus:
     vocab: Vocab
     ids: np.ndarray
     manifest: Manifest
+    tokens_path: Path | None = None  # the id file, where there is one
 
     @classmethod
     def load(cls, vocab_path: str | os.PathLike, tokens_path: str | os.PathLike,
@@ -259,10 +280,17 @@ class Corpus:
             raise CorpusError(
                 f"{tokens_path} holds {len(ids)} ids but {split_path} says {manifest.n_chars}"
             )
-        return cls(vocab, ids, manifest)
+        return cls(vocab, ids, manifest, Path(tokens_path))
 
     def split(self, name: str) -> np.ndarray:
         if name not in self.manifest.splits:
             raise KeyError(f"unknown split {name!r}; known: {', '.join(self.manifest.splits)}")
         a, b = self.manifest.splits[name]
         return self.ids[a:b]
+
+    def split_file(self, name: str) -> IdFile | np.ndarray:
+        """A split to read piece by piece: an :class:`IdFile` when the ids are on disk."""
+        if self.tokens_path is None:
+            return self.split(name)
+        a, b = self.manifest.splits[name]
+        return IdFile(self.tokens_path, self.ids.dtype, a, b)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -134,3 +135,15 @@ def read_yaml(path: str | os.PathLike) -> Any:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def drop_mapped_pages(array: Any) -> None:
+    """Unmap the pages a memory-mapped array has read from this process's resident set.
+
+    They stay in the kernel's page cache, and the next read maps them again; a long
+    sequential pass over a corpus larger than memory calls this after each chunk so its RSS
+    stays bounded. Arrays that are not memory-mapped are left alone.
+    """
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mapping, shared by its slices
+    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)

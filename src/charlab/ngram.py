@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from charlab.errors import CharlabError
-from charlab.io import atomic_path
+from charlab.io import atomic_path, drop_mapped_pages
 
 Smoothing = Literal["kn", "mkn", "addk"]
 SMOOTHINGS: tuple[str, ...] = ("kn", "mkn", "addk")
@@ -265,13 +265,15 @@ class _Followers:
     rows: np.ndarray  # row of each (char, history) window in the level's table
 
 
-def _check_ids(ids: np.ndarray, vocab_size: int, what: str) -> np.ndarray:
+def _check_ids(ids: np.ndarray, vocab_size: int, what: str, values: bool = True
+               ) -> np.ndarray:
+    """``ids`` as an array, checked for shape and type and (``values``) range."""
     ids = np.asarray(ids)
     if ids.ndim != 1:
         raise ValueError(f"{what} must be a 1-D array of ids, got shape {ids.shape}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"{what} must hold integer ids, got dtype {ids.dtype}")
-    if ids.size:
+    if ids.size and values:
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= vocab_size:
             bad = lo if lo < 0 else hi
@@ -340,20 +342,25 @@ class NGramLM:
         _check_smoothing(smoothing, add_k, discount, order)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        ids = _check_ids(ids, vocab_size, "training ids")
+        source = ids  # a memory map keeps its mapping only on the original object
+        ids = _check_ids(ids, vocab_size, "training ids", values=False)
         if len(ids) == 0:
             raise ValueError("cannot fit an n-gram model on an empty text")
         count_dtype = np.dtype(np.uint32 if len(ids) < 2**32 else np.int64)
         base = vocab_size + 1
         if not _fits(base**order - 1):
+            _check_ids(ids, vocab_size, "training ids")
             keys, counts = _fit_fallback(ids, order, vocab_size, count_dtype)
         else:
             split = not _fits(vocab_size * base**order - 1)
             top = None
             for start in range(0, len(ids), chunk_size):
-                part = _count_chunk(ids, start, min(start + chunk_size, len(ids)), order,
-                                    vocab_size, count_dtype, split)
+                stop = min(start + chunk_size, len(ids))
+                _check_ids(ids[start:stop], vocab_size, "training ids")
+                part = _count_chunk(ids, start, stop, order, vocab_size, count_dtype, split)
                 top = part if top is None else _merge(top, part)
+                # a corpus larger than memory: what this chunk read leaves the resident set
+                drop_mapped_pages(source)
             keys, counts = _derive_levels(top, order, vocab_size)
         return cls(vocab_size, order, keys, counts, smoothing=smoothing, add_k=add_k,
                    discount=discount)
