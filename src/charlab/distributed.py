@@ -9,6 +9,7 @@ no-op, so the trainer has one code path.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -124,7 +125,11 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size, **kwargs)
+    # Ranks wait for rank 0 while it scores the whole val split, which on a CPU and a large
+    # corpus can pass the default 30 minutes. A rank that dies is caught sooner: torchrun
+    # stops the others.
+    dist.init_process_group(backend, rank=world.rank, world_size=world.size,
+                            timeout=datetime.timedelta(hours=4), **kwargs)
     try:
         yield
     finally:
