@@ -143,6 +143,23 @@ def test_resume_after_interrupt_is_bit_identical(cell: str, corpus: Corpus,
             == losses(read_curve(tmp_path / "resumed/m.csv")))
 
 
+def test_resume_keeps_the_best_weights_when_the_best_step_is_behind(corpus: Corpus,
+                                                                   tmp_path: Path) -> None:
+    # lr 0.3: the val loss is best early and worse after; the interruption comes later, so
+    # the resume state must hold the best weights as they were, not the live ones
+    c = cfg(lr=0.3, max_steps=16, eval_every=1)
+    straight = run(c, corpus, tmp_path / "straight")
+    assert straight.best_step < straight.steps - 4
+    state = torch.load(tmp_path / "straight/m.pt.state", weights_only=True)
+    assert_same_weights(state["best_model"], weights(tmp_path / "straight/m.pt"))
+    assert not all(torch.equal(state["best_model"][k], state["model"][k])
+                   for k in state["model"])
+    with pytest.raises(TrainingInterrupted):
+        run(c, corpus, tmp_path / "resumed", on_step=interrupt_at(straight.best_step + 3))
+    assert run(c, corpus, tmp_path / "resumed").best_step == straight.best_step
+    assert_same_weights(weights(tmp_path / "straight/m.pt"), weights(tmp_path / "resumed/m.pt"))
+
+
 def test_resume_true_extends_a_finished_run(corpus: Corpus, tmp_path: Path) -> None:
     c = cfg(lr_schedule="constant", dropout=0.1, max_steps=20)
     run(c, corpus, tmp_path / "straight")

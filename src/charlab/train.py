@@ -53,7 +53,7 @@ CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec
 
 # Params that do not change what training computes: a run interrupted under other values
 # of these still resumes on its own.
-_RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every")
+_RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every", "nproc")
 # Params that fix the network's shape: `resume: true` refuses to continue if they changed.
 _MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size")
 
@@ -231,9 +231,11 @@ def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> floa
 # --- checkpoints -----------------------------------------------------------------------------
 
 def _cpu(obj: Any) -> Any:
-    """Tensors moved to CPU so a file written on a GPU loads anywhere."""
+    """Tensors copied to the CPU: a file written on a GPU loads anywhere, and a snapshot
+    (the best weights) does not follow the live tensors (``.cpu()`` of a CPU tensor would
+    be the same storage)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
         return {k: _cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -480,7 +482,8 @@ class _Run:
             checkpoint_path, curve_path, state_path)
         self.progress, self.on_step = progress, on_step
         self.vocab = corpus.vocab
-        self.val = np.asarray(corpus.split("val"), dtype=np.int64)
+        # rank 0 alone scores the val split; 8 bytes a character, not on every rank
+        self.val = np.asarray(corpus.split("val"), dtype=np.int64) if world.main else None
         try:  # the key path in the message, as the train stage reports it
             check_train_split(cfg, name, len(corpus.split("train")))
         except ParamsError as e:
@@ -536,7 +539,8 @@ class _Run:
         hidden = self.hidden
         mine = None if hidden is None else _cpu(list(hidden) if isinstance(hidden, tuple)
                                                 else [hidden])
-        rng_cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []
+        # this rank's GPU only: a resume may see another number of GPUs per node
+        rng_cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
         ranks = ddp.gather(self.world, (mine, torch.get_rng_state(), rng_cuda))
         if ranks[0][0] is None:
             hidden_all = None
@@ -573,7 +577,7 @@ class _Run:
             # RNG states must be CPU byte tensors, whatever map_location did to them
             torch.set_rng_state(rng_cpu.cpu())
             if self.device.type == "cuda" and rng_cuda:
-                torch.cuda.set_rng_state_all([s.cpu() for s in rng_cuda])
+                torch.cuda.set_rng_state(rng_cuda[0].cpu(), self.device)
         else:  # saved by another number of processes: the run goes on, not bit for bit
             self.say(f"{self.name}: resuming with {self.world.size} processes a run saved by "
                      f"{len(rngs)}; dropout masks differ from an uninterrupted run")
