@@ -65,6 +65,8 @@ def make_repo(tmp_path: Path, http_dir: tuple[Path, str], text: str, tweak=None)
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
+    for name in (".gitignore", ".dvcignore"):  # resume states and temp files stay out
+        shutil.copy(REPO / name, repo / name)
 
     def tiny(p):
         p["download"].update(url=f"{base}/input.txt", sha256=hashlib.sha256(data).hexdigest())
