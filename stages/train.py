@@ -31,7 +31,11 @@ def main() -> None:
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     world = distributed.world_from_env()
 
-    if cfg.nproc > 1 and not world.distributed:
+    if cfg.nproc > 1 and not distributed.under_torchrun():
+        if device.type not in ("cpu", "cuda"):
+            raise params.ParamsError(
+                f"train.{args.model}.nproc: data-parallel training runs on CPU (gloo) or CUDA "
+                f"(NCCL), not {device.type}; use nproc: 1 or device: cpu")
         if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
             raise params.ParamsError(
                 f"train.{args.model}.nproc: {cfg.nproc} processes need one GPU each; this "

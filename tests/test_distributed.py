@@ -17,7 +17,13 @@ import torch
 import yaml
 from conftest import REPO, make_text
 
-from charlab.distributed import DistributedError, World, torchrun_command, world_from_env
+from charlab.distributed import (
+    DistributedError,
+    World,
+    torchrun_command,
+    under_torchrun,
+    world_from_env,
+)
 from charlab.encoding import encode_corpus
 
 PY = sys.executable
@@ -32,7 +38,8 @@ TINY = {"cell": "rnn", "layers": 2, "hidden_size": 32, "batch_size": 8, "seq_len
 # --- the world from torchrun's environment -------------------------------------------------
 
 def test_world_from_env() -> None:
-    assert world_from_env({}) == World()
+    assert world_from_env({}) == World() and not under_torchrun({})
+    assert under_torchrun({"WORLD_SIZE": "1"})  # a world of one: no second torchrun
     w = world_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
                         "LOCAL_WORLD_SIZE": "2"})
     assert (w.rank, w.size, w.local_rank, w.local_size, w.main) == (3, 4, 1, 2, False)
@@ -60,6 +67,7 @@ def test_torchrun_command_takes_a_free_port() -> None:
     cmd = torchrun_command(2, ["stages/train.py", "--model", "x"])
     assert cmd[:3] == [PY, "-m", "torch.distributed.run"]
     assert "--nproc-per-node=2" in cmd and "--rdzv-endpoint=localhost:0" in cmd
+    assert "--shutdown-timeout=300" in cmd  # time for rank 0 to save before SIGKILL
     assert cmd[-3:] == ["stages/train.py", "--model", "x"]
 
 
@@ -124,8 +132,10 @@ def test_two_processes_match_one_with_the_same_global_batch(encoded: Path, tmp_p
 
 @pytest.mark.slow
 def test_sigterm_then_rerun_resumes_bit_for_bit(encoded: Path, tmp_path: Path) -> None:
-    # dropout on: each rank's random state must come back too
-    entry = dict(TINY, nproc=2, dropout=0.1, max_steps=200, eval_every=20)
+    # dropout on: each rank's random state must come back too. No periodic resume state
+    # (checkpoint_every past the end): the one on disk is the one the signal made.
+    entry = dict(TINY, nproc=2, dropout=0.1, max_steps=200, eval_every=20,
+                 checkpoint_every=1000)
     entries = {"cut": entry, "whole": entry}
     run_ok(stage(encoded, "whole", entries, tmp_path))
 
@@ -133,15 +143,17 @@ def test_sigterm_then_rerun_resumes_bit_for_bit(encoded: Path, tmp_path: Path) -
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = tmp_path / "cut.pt.state"
     deadline = time.monotonic() + 120
-    while not state.exists():  # the first resume state is written at step 20
+    while not (tmp_path / "cut.csv").exists():  # the first curve row comes at step 20
         assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "no resume state after 120 s"
+        assert time.monotonic() < deadline, "no curve row after 120 s"
         time.sleep(0.05)
+    assert not state.exists()
     proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
     log = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0
     saved = torch.load(state, weights_only=True)
     assert 20 <= saved["step"] < 200, log
+    assert f"interrupted at step {saved['step']}; state saved" in log
     assert saved["world_size"] == 2 and len(saved["rng_ranks"]) == 2
     assert saved["hidden"][0].shape[1] == 8  # both ranks' streams, joined
 

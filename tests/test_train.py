@@ -124,19 +124,22 @@ def interrupt_at(step: int):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_resume_after_interrupt_is_bit_identical(cell: str, corpus: Corpus,
+@pytest.mark.parametrize("cut", [9, 12])
+def test_resume_after_interrupt_is_bit_identical(cell: str, cut: int, corpus: Corpus,
                                                  tmp_path: Path) -> None:
     # dropout on, odd interruption step (mid-epoch, between curve rows): RNG, data
     # position, carried hidden state and the partial train-loss sum must all survive.
+    # At step 12 a row is due: the interrupted run skips it, the resumed run does it first.
     c = cfg(cell=cell, dropout=0.2, layers=2, max_steps=24, eval_every=6)
     run(c, corpus, tmp_path / "straight")
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as e:
-        run(c, corpus, tmp_path / "resumed", on_step=interrupt_at(9))
-    assert e.value.step == 9 and e.value.signum == signal.SIGINT
+        run(c, corpus, tmp_path / "resumed", on_step=interrupt_at(cut))
+    assert e.value.step == cut and e.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert [int(r["step"]) for r in read_curve(tmp_path / "resumed/m.csv")] == [6]
     res = run(c, corpus, tmp_path / "resumed")  # rerun: continues on its own
-    assert res.resumed_from == 9
+    assert res.resumed_from == cut
     for f in ("m.pt", "m.pt.state"):
         assert_same_weights(weights(tmp_path / "straight" / f), weights(tmp_path / "resumed" / f))
     assert (losses(read_curve(tmp_path / "straight/m.csv"))

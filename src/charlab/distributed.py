@@ -56,6 +56,17 @@ class World:
 
 
 SINGLE = World()
+# Ranks wait in this group, not the default one, while rank 0 reads a resume state or scores
+# the whole val split: on a CPU and a large corpus that can pass the default timeout (30 min
+# on gloo). Every other collective keeps the default, so a rank that hangs or dies on another
+# node is noticed in minutes, not hours.
+_SLOW_TIMEOUT = datetime.timedelta(hours=4)
+_slow_group: Any = None
+
+
+def under_torchrun(env: dict[str, str] | None = None) -> bool:
+    """Whether torchrun (or another launcher with its environment) started this process."""
+    return "WORLD_SIZE" in (os.environ if env is None else env)
 
 
 def world_from_env(env: dict[str, str] | None = None) -> World:
@@ -75,6 +86,11 @@ def world_from_env(env: dict[str, str] | None = None) -> World:
     return world
 
 
+# Seconds torchrun waits, after passing on Ctrl-C or SIGTERM, before it SIGKILLs the ranks:
+# enough for rank 0 to write a large resume state (its default is 30).
+SHUTDOWN_TIMEOUT = 300
+
+
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     """The command that reruns ``argv`` (script and arguments) as ``nproc`` local processes.
 
@@ -83,7 +99,7 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     """
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
             f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
-            "--max-restarts=0", *argv]
+            "--max-restarts=0", f"--shutdown-timeout={SHUTDOWN_TIMEOUT}", *argv]
 
 
 def launch(nproc: int, argv: Sequence[str], threads_per_process: int) -> None:
@@ -125,14 +141,13 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
-    # Ranks wait for rank 0 while it scores the whole val split, which on a CPU and a large
-    # corpus can pass the default 30 minutes. A rank that dies is caught sooner: torchrun
-    # stops the others.
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size,
-                            timeout=datetime.timedelta(hours=4), **kwargs)
+    dist.init_process_group(backend, rank=world.rank, world_size=world.size, **kwargs)
+    global _slow_group
+    _slow_group = dist.new_group(timeout=_SLOW_TIMEOUT)
     try:
         yield
     finally:
+        _slow_group = None
         dist.destroy_process_group()
 
 
@@ -160,12 +175,13 @@ def any_rank(world: World, flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def from_main(world: World, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (any picklable object; peers only, never files)."""
+def from_main(world: World, value: Any, slow: bool = False) -> Any:
+    """Rank 0's ``value`` on every rank (any picklable object; peers only, never files).
+    ``slow``: rank 0 may take long to get there (evaluating, reading a resume state)."""
     if not world.distributed:
         return value
     box = [value if world.main else None]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_slow_group if slow else None)
     return box[0]
 
 

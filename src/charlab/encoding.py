@@ -237,6 +237,7 @@ class IdFile:
     def __init__(self, path: str | os.PathLike, dtype: np.dtype, start: int, stop: int) -> None:
         self.path, self.dtype = Path(path), np.dtype(dtype)
         self.start, self.stop = start, stop
+        self._fd = -1  # so that __del__ works if open fails
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def __len__(self) -> int:

@@ -145,5 +145,7 @@ def drop_mapped_pages(array: Any) -> None:
     stays bounded. Arrays that are not memory-mapped are left alone.
     """
     mapping = getattr(array, "_mmap", None)  # np.memmap's mapping, shared by its slices
-    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+    # read-only maps only: on a copy-on-write map it would discard the caller's changes
+    if (isinstance(mapping, mmap.mmap) and getattr(array, "mode", None) == "r"
+            and hasattr(mmap, "MADV_DONTNEED")):
         mapping.madvise(mmap.MADV_DONTNEED)

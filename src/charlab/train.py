@@ -459,6 +459,9 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
     curve_path = Path(curve_path)
     state_path = Path(state_path) if state_path else default_state_path(checkpoint_path)
     device = ddp.device_for(world, resolve_device(cfg.device))
+    if world.distributed and device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"train.{name}.nproc: data-parallel training runs on CPU (gloo) or "
+                          f"CUDA (NCCL), not {device.type}; use nproc: 1 or device: cpu")
     precision = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"train.{name}.precision: bf16 is not supported by this GPU; use fp32")
@@ -641,6 +644,9 @@ class _Run:
         self.model.train()
         self._clock = time.perf_counter()
         with bar, _catch_signals(second_aborts=not self.world.distributed) as sig:
+            if (not self.complete and self.step and self._row_due()
+                    and (not self.curve or self.curve[-1]["step"] < self.step)):
+                self._after_step(bar)  # the row an interruption skipped
             while not self.complete and self.step < self.cfg.max_steps:
                 lr = lr_at(self.cfg, self.step)
                 for g in self.opt.param_groups:
@@ -667,21 +673,30 @@ class _Run:
                 if self.on_step is not None:
                     self.on_step(self.step, self.model)
                 bar.update(1)
-                if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps:
-                    self._row(bar)
-                    if self.cfg.checkpoint_every == 0:
-                        self._save_state()
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
-                    self._save_state()
+                # Before the step's evaluation, which can outlast the grace period torchrun
+                # gives before SIGKILL; a resumed run does the skipped row first.
                 if self._stop_requested(sig["signum"] is not None):
                     self._save_state()
                     msg = (f"{self.name}: interrupted at step {self.step}; state saved to "
                            f"{self.state_path}; run again to resume")
                     self.say(msg)
                     raise TrainingInterrupted(msg, self.step, int(sig["signum"] or signal.SIGTERM))
+                self._after_step(bar)
         self.complete = True
         self._save_state()
         return self._result()
+
+    def _row_due(self) -> bool:
+        return self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps
+
+    def _after_step(self, bar: tqdm) -> None:
+        """The curve row and the resume state due at this step."""
+        if self._row_due():
+            self._row(bar)
+            if self.cfg.checkpoint_every == 0:
+                self._save_state()
+        if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+            self._save_state()
 
     def _stop_requested(self, here: bool) -> bool:
         """Whether any rank got SIGINT/SIGTERM: every rank must stop at the same step. On
@@ -706,7 +721,7 @@ class _Run:
                 if not self.world.distributed:
                     raise
                 problem = str(e)
-        state, problem = ddp.from_main(self.world, (state, problem))
+        state, problem = ddp.from_main(self.world, (state, problem), slow=True)
         if problem is not None:
             raise CheckpointError(problem)
         if state is not None and self.world.distributed:
@@ -739,7 +754,7 @@ class _Run:
         self._pause()
         # rank 0 scores the whole val split; the others wait for its number
         val = evaluate_loss(self.model, self.val, self.device) if self.world.main else None
-        val = float(ddp.from_main(self.world, val))
+        val = float(ddp.from_main(self.world, val, slow=True))
         if not math.isfinite(val):
             self._diverged(self.step, f"validation loss {val}")
         # the global batch's mean loss and throughput, summed over ranks
