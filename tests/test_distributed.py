@@ -183,3 +183,17 @@ def test_bad_settings_fail_before_torchrun_starts(encoded: Path, tmp_path: Path,
     assert "torch.distributed" not in proc.stderr
     assert re.search(message, proc.stderr), proc.stderr
     assert not list(tmp_path.glob("m.*"))
+
+
+@pytest.mark.slow
+def test_dvc_repro_trains_under_torchrun(tmp_path: Path, http_dir) -> None:
+    from test_pipeline import make_repo, run, stages_run
+
+    def ddp(p):
+        p["train"] = {"rnn3": dict(p["train"]["rnn3"], nproc=2)}
+    repo = make_repo(tmp_path, http_dir, make_text(30_000, seed=1), ddp)
+    out = run(["dvc", "repro", "train@rnn3"], repo)
+    assert stages_run(out) == {"download", "encode", "train@rnn3"}
+    assert "2 processes (DDP, 2 streams each)" in out
+    assert torch.load(repo / "models/rnn3.pt", weights_only=True)["step"] > 0
+    assert "train@rnn3" not in stages_run(run(["dvc", "repro", "train@rnn3"], repo))
