@@ -38,6 +38,7 @@ def test_default_params_file_is_valid():
     ({"dropout": 1.0}, r"^train\.rnn3\.dropout: must be in \[0, 1\)"),
     ({"lr": "fast"}, r"^train\.rnn3\.lr: must be a number, got 'fast'"),
     ({"hiden_size": 3}, r"^train\.rnn3\.hiden_size: unknown key; allowed keys: cell, "),
+    ({"seed": -1}, r"^train\.rnn3\.seed: must be >= 0, got -1$"),
     ({"nproc": 0}, r"^train\.rnn3\.nproc: must be > 0, got 0$"),
     ({"batch_size": 6, "nproc": 4}, r"^train\.rnn3\.nproc: 4 processes must share batch_size 6 "
                                     r"evenly"),

@@ -112,7 +112,7 @@ class TrainParams:
     lr: float = field(default=2e-3, metadata=_check(positive))
     max_steps: int = field(default=1000, metadata=_check(positive))
     eval_every: int = field(default=100, metadata=_check(positive))
-    seed: int = 1337
+    seed: int = field(default=1337, metadata=_check(non_negative))
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # 0: OMP_NUM_THREADS if set, else every core
     threads: int = field(default=0, metadata=_check(non_negative))
@@ -151,7 +151,7 @@ class SampleParams:
     prime: str = ""
     temperature: float = field(default=0.8, metadata=_check(non_negative))
     top_k: int | None = None
-    seed: int = 1337
+    seed: int = field(default=1337, metadata=_check(non_negative))
 
     def validate(self, path: str) -> None:
         if self.top_k is not None and self.top_k < 1:
