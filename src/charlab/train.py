@@ -230,32 +230,31 @@ def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> floa
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+def _map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples) with ``fn`` applied to every tensor."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(fn, v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(fn, v) for v in obj)
+    return obj
+
+
 def _cpu(obj: Any) -> Any:
     """Tensors copied to the CPU: a file written on a GPU loads anywhere, and a snapshot
     (the best weights) does not follow the live tensors (``.cpu()`` of a CPU tensor would
     be the same storage)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
-
-
-def _derived_seed(*ints: int) -> int:
-    return int(np.random.default_rng(list(ints)).integers(2**62))
+    return _map_tensors(lambda t: t.detach().to("cpu", copy=True), obj)
 
 
 def _to(obj: Any, device: torch.device) -> Any:
     """Tensors (not RNG states, which stay byte tensors on the CPU) moved to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj if obj.dtype == torch.uint8 else obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to(v, device) for v in obj)
-    return obj
+    return _map_tensors(lambda t: t if t.dtype == torch.uint8 else t.to(device), obj)
+
+
+def _derived_seed(*ints: int) -> int:
+    return int(np.random.default_rng(list(ints)).integers(2**62))
 
 
 def _save(obj: dict, path: Path) -> None:
