@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from charlab import distributed, params
 from charlab.encoding import Corpus
 from charlab.errors import CharlabError, run_main
@@ -32,14 +30,10 @@ def main() -> None:
     world = distributed.world_from_env()
 
     if cfg.nproc > 1 and not distributed.under_torchrun():
-        if device.type not in ("cpu", "cuda"):
-            raise params.ParamsError(
-                f"train.{args.model}.nproc: data-parallel training runs on CPU (gloo) or CUDA "
-                f"(NCCL), not {device.type}; use nproc: 1 or device: cpu")
-        if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
-            raise params.ParamsError(
-                f"train.{args.model}.nproc: {cfg.nproc} processes need one GPU each; this "
-                f"machine has {torch.cuda.device_count()}")
+        try:
+            distributed.check_devices(cfg.nproc, device)
+        except distributed.DistributedError as e:
+            raise params.ParamsError(f"train.{args.model}.nproc: {e}") from None
         # the ranks' own checks would fail the same way, once per rank: fail once, here
         params.check_train_split(cfg, args.model, len(corpus.split("train")))
         threads = cpu_threads(cfg.threads) // cfg.nproc if device.type == "cpu" else 1

@@ -119,15 +119,23 @@ def launch(nproc: int, argv: Sequence[str], threads_per_process: int) -> None:
     os.execve(cmd[0], cmd, env)
 
 
+def check_devices(nproc: int, device: torch.device) -> None:
+    """``nproc`` processes on this node can train data-parallel on ``device``."""
+    if nproc <= 1:
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise DistributedError(f"data-parallel training runs on CPU (gloo) or CUDA (NCCL), not "
+                               f"{device.type}; use nproc: 1 or device: cpu")
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise DistributedError(f"{nproc} processes need one GPU each; this machine has "
+                               f"{torch.cuda.device_count()}")
+
+
 def device_for(world: World, device: torch.device) -> torch.device:
     """One GPU per process on CUDA (by local rank); CPU and MPS stay as they are."""
+    check_devices(world.local_size, device)
     if device.type != "cuda" or not world.distributed:
         return device
-    if world.local_rank >= torch.cuda.device_count():
-        raise DistributedError(
-            f"process {world.local_rank} on this node needs GPU {world.local_rank}, but "
-            f"there are {torch.cuda.device_count()}; run at most one process per GPU"
-        )
     device = torch.device("cuda", world.local_rank)
     torch.cuda.set_device(device)
     return device

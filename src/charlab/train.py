@@ -457,10 +457,10 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
     checkpoint_path = Path(checkpoint_path)
     curve_path = Path(curve_path)
     state_path = Path(state_path) if state_path else default_state_path(checkpoint_path)
-    device = ddp.device_for(world, resolve_device(cfg.device))
-    if world.distributed and device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"train.{name}.nproc: data-parallel training runs on CPU (gloo) or "
-                          f"CUDA (NCCL), not {device.type}; use nproc: 1 or device: cpu")
+    try:
+        device = ddp.device_for(world, resolve_device(cfg.device))
+    except ddp.DistributedError as e:
+        raise DeviceError(f"train.{name}.nproc: {e}") from None
     precision = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"train.{name}.precision: bf16 is not supported by this GPU; use fp32")
