@@ -225,9 +225,9 @@ def worker(kind: str, workdir: Path) -> dict:
     import torch
 
     from charlab import encoding
+    from charlab.batches import StreamBatches
     from charlab.encoding import Corpus, encode_corpus
     from charlab.ngram import NGramLM
-    from charlab.train import StreamBatches
 
     text, vocab, tokens, split = (workdir / name for name in FILES)
     res: dict = {}

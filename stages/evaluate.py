@@ -9,7 +9,7 @@ from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.evaluate import evaluate, write_metrics
 from charlab.models import load_models, model_files
-from charlab.train import DeviceError, cpu_threads, resolve_device
+from charlab.runtime import DeviceError, cpu_threads, resolve_device
 
 
 def main() -> None:

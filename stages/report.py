@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from charlab import params
+from charlab.checkpoint import load_checkpoint
 from charlab.errors import run_main
 from charlab.models import checkpoint_file, model_names
 from charlab.report import TrainedInfo, write_report
-from charlab.train import load_checkpoint
 
 
 def main() -> None:

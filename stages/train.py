@@ -12,7 +12,8 @@ import sys
 from charlab import distributed, params
 from charlab.encoding import Corpus
 from charlab.errors import CharlabError, run_main
-from charlab.train import DeviceError, cpu_threads, resolve_device, train
+from charlab.runtime import DeviceError, cpu_threads, resolve_device
+from charlab.train import train
 
 
 def main() -> None:

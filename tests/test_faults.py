@@ -40,6 +40,12 @@ import yaml
 from conftest import REPO, make_text
 
 from charlab import params
+from charlab.checkpoint import (
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+)
 from charlab.cli import main as cli_main
 from charlab.corpus import DownloadError, download
 from charlab.encoding import Corpus, CorpusError, Vocab, encode_corpus
@@ -49,15 +55,13 @@ from charlab.io import OutputError
 from charlab.models import load_model
 from charlab.ngram import NGramFileError, NGramLM
 from charlab.params import ParamsError, TrainParams, check_train_split, parse
-from charlab.train import (
-    CHECKPOINT_FORMAT,
-    FORMAT_VERSION,
-    CheckpointError,
+from charlab.runtime import (
     DeviceError,
+    resolve_device,
+)
+from charlab.train import (
     TrainingDiverged,
     TrainingError,
-    load_checkpoint,
-    resolve_device,
     train,
 )
 

@@ -13,22 +13,28 @@ import numpy as np
 import pytest
 import torch
 
+from charlab.batches import (
+    StreamBatches,
+)
+from charlab.checkpoint import (
+    CheckpointError,
+    default_state_path,
+    load_checkpoint,
+)
 from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.params import ParamsError, TrainParams, parse
+from charlab.runtime import (
+    DeviceError,
+    cpu_threads,
+    resolve_device,
+    resolve_precision,
+)
 from charlab.train import (
     CURVE_COLUMNS,
-    CheckpointError,
-    DeviceError,
-    StreamBatches,
     TrainingDiverged,
     TrainingError,
     TrainingInterrupted,
-    cpu_threads,
-    default_state_path,
-    load_checkpoint,
     lr_at,
-    resolve_device,
-    resolve_precision,
     train,
 )
 

@@ -97,7 +97,7 @@ def cmd_ngram_show(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from charlab.train import load_checkpoint
+    from charlab.checkpoint import load_checkpoint
 
     model, vocab, info = load_checkpoint(args.checkpoint, "cpu")
     cfg = model.config.to_dict()

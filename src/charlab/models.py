@@ -49,8 +49,9 @@ def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> La
 
         model = NGramLM.load(path)
     elif path.suffix == CHECKPOINT_SUFFIX:
+        from charlab.checkpoint import load_checkpoint
         from charlab.model import RNNLM
-        from charlab.train import load_checkpoint, resolve_device
+        from charlab.runtime import resolve_device
 
         dev = resolve_device(device)
         net, _vocab, _info = load_checkpoint(path, dev, vocab=vocab)

@@ -1,11 +1,7 @@
-"""The trainer: batches, the loop, whole-split validation, checkpoints, resume, devices.
+"""The training loop: steps, meters, validation rows, the best model, resume, DDP calls.
 
-Batching is truncated BPTT over ``batch_size`` parallel streams: the train split is cut
-into that many contiguous pieces, step ``k`` reads the next ``seq_length`` characters of
-each, and the hidden state is carried (detached) from one step to the next. Where a step
-reads is a pure function of ``k`` and the seed, so resuming needs only the step number.
-
-Two files per model:
+Batches come from :mod:`charlab.batches`, devices and precision from :mod:`charlab.runtime`,
+the file formats from :mod:`charlab.checkpoint`. Two files per model:
 - ``checkpoint_path``: the best model by validation loss (weights, model config, vocab),
   rewritten atomically whenever a validation row improves on the best so far. Evaluation
   and sampling read this.
@@ -23,7 +19,6 @@ import csv
 import dataclasses
 import math
 import os
-import pickle
 import signal
 import threading
 import time
@@ -38,17 +33,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from charlab import checkpoint as ckpt
 from charlab import distributed as ddp
+from charlab.batches import StreamBatches, TrainingError
+from charlab.checkpoint import CheckpointError, default_state_path, to_cpu, to_device
 from charlab.distributed import SINGLE, World
-from charlab.encoding import Corpus, IdFile, Vocab
-from charlab.errors import CharlabError
+from charlab.encoding import Corpus
 from charlab.io import atomic_open
 from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
 from charlab.params import ParamsError, TrainParams, check_train_split
+from charlab.runtime import DeviceError, cpu_threads, resolve_device, resolve_precision
 
-CHECKPOINT_FORMAT = "charlab-rnn-checkpoint"
-STATE_FORMAT = "charlab-rnn-train-state"
-FORMAT_VERSION = 1
 CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec")
 
 # Params that do not change what training computes: a run interrupted under other values
@@ -56,18 +51,6 @@ CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec
 _RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every", "nproc")
 # Params that fix the network's shape: `resume: true` refuses to continue if they changed.
 _MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size")
-
-
-class DeviceError(CharlabError):
-    """The requested device does not exist on this machine."""
-
-
-class CheckpointError(CharlabError):
-    """A checkpoint file is missing, unreadable, not charlab's, or for another vocabulary."""
-
-
-class TrainingError(CharlabError):
-    """Training cannot start or cannot go on (data too short, loss diverged, ...)."""
 
 
 class TrainingDiverged(TrainingError):
@@ -81,63 +64,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.step = step
         self.signum = signum
-
-
-# --- devices and schedule --------------------------------------------------------------------
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto``: CUDA, else MPS, else CPU. A named device that is absent is an error."""
-    name = str(name)
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = mps is not None and mps.is_available()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    kind = name.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {name!r} requested but CUDA is not available on this "
-                          "machine (no GPU, or a CPU-only torch build); use device: auto or cpu")
-    if kind == "mps" and not has_mps:
-        raise DeviceError(f"device {name!r} requested but Apple MPS is not available; "
-                          "use device: auto or cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise DeviceError(f"unknown device {name!r}: {e}") from None
-
-
-def cpu_threads(threads: int = 0) -> int:
-    """Torch threads for ``threads`` params value: 0 = ``OMP_NUM_THREADS`` where set (the
-    usual way to share cores among parallel jobs: queued experiments, torchrun ranks), else
-    every core this process may run on."""
-    if threads:
-        return threads
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _native_bf16_cpu() -> bool:
-    try:  # private helpers; absent in some torch builds
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 where the device computes it natively (fast), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-    if device.type == "cpu":
-        return "bf16" if _native_bf16_cpu() else "fp32"
-    return "fp32"
 
 
 def lr_at(cfg: TrainParams, step: int) -> float:
@@ -158,70 +84,6 @@ def model_config(cfg: TrainParams, vocab_size: int) -> ModelConfig:
                        embedding_size=cfg.embedding_size)
 
 
-# --- data ------------------------------------------------------------------------------------
-
-class StreamBatches:
-    """``batch_size`` contiguous streams over ``ids``; step ``k`` -> (inputs, targets).
-
-    Each epoch starts at a random offset below ``seq_length`` (seeded per epoch), so chunk
-    boundaries move between epochs; the hidden state is reset when an epoch starts.
-
-    ``ids`` is an array, or an :class:`IdFile` for a corpus larger than memory: streams are
-    read ``block`` steps at a time (one read per stream), so memory stays the same whatever
-    the corpus size. ``rows`` picks the streams this process reads (a DDP rank's share of
-    the global batch); default all.
-    """
-
-    def __init__(self, ids: np.ndarray | IdFile, batch_size: int, seq_length: int, seed: int,
-                 device: torch.device, rows: range | None = None, block: int = 64) -> None:
-        per_stream = len(ids) // batch_size
-        if per_stream < seq_length + 1:
-            raise TrainingError(
-                f"the train split has {len(ids)} characters, too few for batch_size "
-                f"{batch_size} streams of seq_length {seq_length} + 1; lower batch_size or "
-                f"seq_length (need at least {batch_size * (seq_length + 1)})"
-            )
-        rows = range(batch_size) if rows is None else rows
-        self.ids = ids
-        self.device = device
-        self.seq_length = seq_length
-        self.starts = np.asarray(rows, dtype=np.int64) * per_stream  # where each stream begins
-        self.steps_per_epoch = (per_stream - 1) // seq_length
-        self.slack = per_stream - 1 - self.steps_per_epoch * seq_length
-        self.seed = seed
-        self.block = block
-        self._cached: tuple[int, int] | None = None  # (epoch, block) held in _buffer
-        self._buffer = np.empty((len(rows), 0), dtype=np.int64)
-
-    def _read(self, start: int, count: int) -> np.ndarray:
-        if isinstance(self.ids, IdFile):
-            return self.ids.read(start, count)
-        return np.asarray(self.ids[start:start + count])
-
-    def offset(self, epoch: int) -> int:
-        if self.slack == 0:
-            return 0
-        return int(np.random.default_rng([self.seed, epoch]).integers(0, self.slack + 1))
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Inputs and targets (B, T) int64, and whether this step starts an epoch."""
-        epoch, j = divmod(step, self.steps_per_epoch)
-        b, k = divmod(j, self.block)
-        t = self.seq_length
-        if self._cached != (epoch, b):
-            p = self.offset(epoch) + b * self.block * t
-            n = min(self.block, self.steps_per_epoch - b * self.block) * t + 1
-            self._buffer = np.stack([self._read(int(s) + p, n) for s in self.starts])
-            self._cached = (epoch, b)
-        chunk = torch.from_numpy(self._buffer[:, k * t:(k + 1) * t + 1].astype(np.int64))
-        if self.device.type == "cuda":
-            # pinned: the copy overlaps the previous step's work instead of syncing
-            chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-        elif self.device.type != "cpu":
-            chunk = chunk.to(self.device)
-        return chunk[:, :-1], chunk[:, 1:], j == 0
-
-
 def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
     """Character-weighted mean NLL (nats) of ``ids[1:]`` with the hidden state carried."""
     lp = RNNLM(model, device).log_probs(np.asarray(ids, dtype=np.int64))
@@ -230,96 +92,9 @@ def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> floa
 
 # --- checkpoints -----------------------------------------------------------------------------
 
-def _map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], obj: Any) -> Any:
-    """``obj`` (nested dicts, lists, tuples) with ``fn`` applied to every tensor."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return {k: _map_tensors(fn, v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(fn, v) for v in obj)
-    return obj
-
-
-def _cpu(obj: Any) -> Any:
-    """Tensors copied to the CPU: a file written on a GPU loads anywhere, and a snapshot
-    (the best weights) does not follow the live tensors (``.cpu()`` of a CPU tensor would
-    be the same storage)."""
-    return _map_tensors(lambda t: t.detach().to("cpu", copy=True), obj)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    """Tensors (not RNG states, which stay byte tensors on the CPU) moved to ``device``."""
-    return _map_tensors(lambda t: t if t.dtype == torch.uint8 else t.to(device), obj)
-
 
 def _derived_seed(*ints: int) -> int:
     return int(np.random.default_rng(list(ints)).integers(2**62))
-
-
-def _save(obj: dict, path: Path) -> None:
-    # a file object: a failed write (disk full) surfaces as Python's OSError, which
-    # atomic_path turns into one clear OutputError
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
-
-
-def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint: not a torch file, or it holds Python objects "
-            "other than tensors, which charlab never unpickles"
-        ) from None
-    except Exception as e:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, corrupted, or not written by "
-            f"charlab): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from None
-    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, STATE_FORMAT):
-        raise CheckpointError(f"{path}: a torch file, but not a charlab RNN checkpoint")
-    if obj.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}; "
-                              f"this charlab reads version {FORMAT_VERSION}")
-    return obj
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", *,
-                    vocab: Vocab | None = None) -> tuple[CharRNN, Vocab, dict[str, Any]]:
-    """Load a best-model checkpoint (or a resume state) onto ``device``, in eval mode.
-
-    Returns the model, its vocabulary and ``info`` (``name``, ``step``, ``val_loss``,
-    ``params``, ``precision``: the one training used). With ``vocab`` given, a checkpoint
-    for another vocabulary is an error.
-    """
-    device = torch.device(device)
-    obj = _read(path, device)
-    try:
-        config = ModelConfig.from_dict(obj["model_config"])
-        ckpt_vocab = Vocab(tuple(obj["vocab"]))
-        model = CharRNN(config)
-        model.load_state_dict(obj["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: damaged charlab checkpoint: {e}") from None
-    if vocab is not None and vocab != ckpt_vocab:
-        raise CheckpointError(
-            f"{path}: trained on a different vocabulary ({ckpt_vocab.size} chars) than this "
-            f"corpus ({vocab.size} chars{vocab.difference(ckpt_vocab)}); retrain it "
-            "(`dvc repro`)"
-        )
-    model.to(device).eval()
-    info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision",
-                                    "device")}
-    return model, ckpt_vocab, info
-
-
-def default_state_path(checkpoint_path: str | os.PathLike) -> Path:
-    p = Path(checkpoint_path)
-    return p.with_name(p.name + ".state")
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -405,8 +180,8 @@ def _load_state(path: Path, cfg: TrainParams, corpus: Corpus, device: torch.devi
             tqdm.write(f"resume: no resume state at {path}; training from scratch")
         return None
     try:
-        state = _read(path, device)
-        if state["format"] != STATE_FORMAT:
+        state = ckpt.read(path, device)
+        if state["format"] != ckpt.STATE_FORMAT:
             raise CheckpointError(f"{path}: a best-model checkpoint, not a resume state")
     except CheckpointError as e:
         if cfg.resume:
@@ -539,7 +314,7 @@ class _Run:
     def _state(self) -> dict[str, Any]:
         """The resume state; a collective: every rank calls it, rank 0 gets the whole."""
         hidden = self.hidden
-        mine = None if hidden is None else _cpu(list(hidden) if isinstance(hidden, tuple)
+        mine = None if hidden is None else to_cpu(list(hidden) if isinstance(hidden, tuple)
                                                 else [hidden])
         # this rank's GPU only: a resume may see another number of GPUs per node
         rng_cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
@@ -552,13 +327,13 @@ class _Run:
         loss_sum, loss_count, chars = ddp.sum_all(
             self.world, [self.loss_sum, self.loss_count, self.chars], self.device)
         return {
-            "format": STATE_FORMAT, "version": FORMAT_VERSION, "name": self.name,
+            "format": ckpt.STATE_FORMAT, "version": ckpt.FORMAT_VERSION, "name": self.name,
             "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
             "params": dataclasses.asdict(self.cfg), "precision": self.precision,
             "corpus": _corpus_id(self.corpus),
             "step": self.step, "complete": self.complete, "stopped_early": self.stopped_early,
             "val_loss": self.curve[-1]["val_loss"] if self.curve else None,
-            "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()),
+            "model": to_cpu(self.model.state_dict()), "optimizer": to_cpu(self.opt.state_dict()),
             "rng_cpu": ranks[0][1], "rng_cuda": ranks[0][2],
             "world_size": self.world.size,
             "rng_ranks": [[r[1], r[2]] for r in ranks],
@@ -592,7 +367,7 @@ class _Run:
             self.hidden = tuple(h) if self.mconfig.cell == "lstm" else h[0]
         self.curve = [dict(r) for r in state["curve"]]
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
-        self.best_weights = _cpu(state["best_model"])
+        self.best_weights = to_cpu(state["best_model"])
         self.bad_evals = int(state["bad_evals"])
         self.stopped_early = bool(state["stopped_early"])
         (self.loss_sum, self.loss_count, self.chars, self.train_sec, self.total_train_sec,
@@ -604,7 +379,7 @@ class _Run:
             self.stopped_early or self.step >= self.cfg.max_steps)
 
     def _checkpoint(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "name": self.name,
+        return {"format": ckpt.CHECKPOINT_FORMAT, "version": ckpt.FORMAT_VERSION, "name": self.name,
                 "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
                 "params": dataclasses.asdict(self.cfg), "precision": self.precision,
                 "device": self.device.type,
@@ -629,7 +404,7 @@ class _Run:
                  f"{torch.get_num_threads()} threads{procs}")
         if self.best_weights is not None and self.world.main:
             # Outputs may have been deleted (DVC does before a stage runs): rewrite them.
-            _save(self._checkpoint(), self.checkpoint_path)
+            ckpt.save(self._checkpoint(), self.checkpoint_path)
             _write_curve(self.curve_path, self.curve)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                   enabled=self.precision == "bf16")
@@ -724,7 +499,7 @@ class _Run:
         if problem is not None:
             raise CheckpointError(problem)
         if state is not None and self.world.distributed:
-            state = _to(state, self.device)
+            state = to_device(state, self.device)
         return state
 
     def _drain(self) -> None:
@@ -769,9 +544,9 @@ class _Run:
                         cps=f"{self.curve[-1]['chars_per_sec']:.0f}")
         if val < self.best_val:
             self.best_val, self.best_step, self.bad_evals = val, self.step, 0
-            self.best_weights = _cpu(self.model.state_dict())
+            self.best_weights = to_cpu(self.model.state_dict())
             if self.world.main:
-                _save(self._checkpoint(), self.checkpoint_path)
+                ckpt.save(self._checkpoint(), self.checkpoint_path)
         else:
             self.bad_evals += 1
         if self.world.main:
@@ -787,7 +562,7 @@ class _Run:
         self._pause()
         state = self._state()  # every rank: it gathers the ranks' hidden and RNG states
         if self.world.main:
-            _save(state, self.state_path)
+            ckpt.save(state, self.state_path)
         self._clock = time.perf_counter()
 
     def _diverged(self, step: int, what: str) -> None:
