@@ -227,3 +227,25 @@ def dtype_trace() -> Iterator[list[OpRecord]]:
 
     with _Trace():
         yield records
+
+
+@contextlib.contextmanager
+def count_host_syncs() -> Iterator[list[str]]:
+    """Collect a message for every operation that makes the host wait for the GPU, for the
+    duration (CUDA's sync debug mode); on a machine without CUDA the list stays empty."""
+    import warnings
+
+    found: list[str] = []
+    if not torch.cuda.is_available():
+        yield found
+        return
+    before = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
+    found.extend(str(w.message).splitlines()[0] for w in caught
+                 if "synchroniz" in str(w.message))
