@@ -115,13 +115,14 @@ def format_class_table(table: pd.DataFrame) -> str:
     wide = table.pivot_table(index=["group", "class"], columns="model", values="bpc",
                              sort=False)
     share = table.drop_duplicates(["group", "class"]).set_index(["group", "class"])["share"]
-    head = f"{'class':<14}{'share':>8}" + "".join(f"{m:>12}" for m in models)
+    w = {m: max(12, len(m) + 2) for m in models}
+    head = f"{'class':<14}{'share':>8}" + "".join(f"{m:>{w[m]}}" for m in models)
     lines = [head, "-" * len(head)]
     for group in ("kind", "position"):
         for (g, cls), row in wide.iterrows():
             if g == group:
                 lines.append(f"{cls:<14}{share[(g, cls)]:>8.1%}"
-                             + "".join(f"{row[m]:>12.3f}" for m in models))
+                             + "".join(f"{row[m]:>{w[m]}.3f}" for m in models))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n(bits per character; share = fraction of the text)"
 
@@ -380,7 +381,7 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
             f"the scores are for {scores.logprobs.shape[1]} characters from offset "
             f"{scores.start}, the corpus's {split} split has {b - a - 1} from {a}: rerun "
             "evaluate (`dvc repro`)")
-    missing = [n for n in [*checkpoints, *ngrams] if n not in scores.models]
+    missing = [n for n in [*ngrams, *checkpoints] if n not in scores.models]
     if missing:
         raise AnalysisError(f"no scores for {', '.join(missing)} (the scores file has "
                             f"{', '.join(scores.models)}): rerun evaluate (`dvc repro`)")
@@ -388,8 +389,10 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
     text = corpus.vocab.decode(ids)
     figures_dir, pages_dir = Path(figures_dir), Path(pages_dir)
     table = class_table(text, {m: scores[m] for m in scores.models})
+    # 9 decimals: the share-weighted class bits read back from the CSV still add up to the
+    # model's bpc within 1e-6 (6 decimals would not: 7 rounded products)
     writes: list[tuple[Path, object]] = [(Path(class_csv), lambda p: table.to_csv(
-        p, index=False, float_format="%.6f"))]
+        p, index=False, float_format="%.9f"))]
     writes.append((figures_dir / "class_bpc.png", lambda p: plot_classes(table, p)))
     out: dict = {"split": split, "chars": len(text) - 1, "class_figure": "class_bpc.png",
                  "pairs": [], "cells": []}
