@@ -137,12 +137,14 @@ def test_class_bits_weighted_by_share_add_up_to_the_test_bpc(built: dict) -> Non
 
 @pytest.mark.parametrize("damage,message", [
     ("missing", r"no scores file \(run the evaluate stage"),
-    ("garbage", r"not a readable charlab scores file"),
+    ("garbage", r"not a readable charlab scores file \(BadZipFile: "),
+    ("not-zip", r"^\S+s\.npz: not a charlab scores file \(not an \.npz archive\)$"),
+    ("missing-key", r"not a readable charlab scores file \(KeyError: 'logprobs is not a file"),
     ("pickled", r"not a readable charlab scores file \(ValueError: Object arrays cannot be "
                 r"loaded when allow_pickle=False\)"),
     ("format", r"scores format 'other', this charlab reads 'charlab-logprobs-1'"),
     ("shape", r"logprobs has shape \(3,\) for 2 models"),
-], ids=["missing", "garbage", "pickled", "format", "shape"])
+], ids=["missing", "garbage", "not-zip", "missing-key", "pickled", "format", "shape"])
 def test_read_scores_errors(tmp_path: Path, damage: str, message: str) -> None:
     path = tmp_path / "s.npz"
     base = {"format": np.array("charlab-logprobs-1"), "split": np.array("test"),
@@ -150,6 +152,10 @@ def test_read_scores_errors(tmp_path: Path, damage: str, message: str) -> None:
             "logprobs": np.zeros((2, 3))}
     if damage == "garbage":
         path.write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "not-zip":  # a pickle: np.load would unpickle it, read_scores never does
+        path.write_bytes(b"\x80\x04\x95" + b"x" * 20)
+    elif damage == "missing-key":
+        np.savez(path, **{k: v for k, v in base.items() if k != "logprobs"})
     elif damage == "pickled":
         np.savez(path, **{**base, "models": np.array([{"x": 1}, 2], dtype=object)})
     elif damage == "format":

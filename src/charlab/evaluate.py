@@ -94,21 +94,28 @@ def _write_scores_file(path: str | os.PathLike, scores: SplitScores) -> None:
 
 
 def read_scores(path: str | os.PathLike) -> SplitScores:
-    """Load a scores file written by :func:`write_scores` (never unpickles anything)."""
+    """Load a scores file written by :func:`write_metrics` (never unpickles anything)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["format"]) != SCORES_FORMAT:
-                raise ScoresError(f"{path}: scores format {str(z['format'])!r}, this charlab "
-                                  f"reads {SCORES_FORMAT!r}")
-            models = tuple(str(m) for m in z["models"])
-            lp = np.asarray(z["logprobs"], dtype=np.float64)
-            split, start = str(z["split"]), int(z["start"])
+        with open(path, "rb") as f:
+            magic = f.read(4)
     except FileNotFoundError:
         raise ScoresError(f"{path}: no scores file (run the evaluate stage: `dvc repro`)"
                           ) from None
+    if magic != b"PK\x03\x04":
+        # checked first: np.load would try to unpickle anything else (and advise doing so)
+        raise ScoresError(f"{path}: not a charlab scores file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            fmt = str(z["format"])
+            if fmt != SCORES_FORMAT:
+                raise ScoresError(f"{path}: scores format {fmt!r}, this charlab reads "
+                                  f"{SCORES_FORMAT!r}")
+            models = tuple(str(m) for m in z["models"])
+            lp = np.asarray(z["logprobs"], dtype=np.float64)
+            split, start = str(z["split"]), int(z["start"])
     except ScoresError:
         raise
-    except Exception as e:  # zip/npz damage, a missing key, object arrays
+    except Exception as e:  # zip damage, a missing key, object arrays
         raise ScoresError(f"{path}: not a readable charlab scores file "
                           f"({type(e).__name__}: {e})") from None
     if lp.ndim != 2 or lp.shape[0] != len(models):
