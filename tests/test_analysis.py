@@ -467,7 +467,10 @@ def test_cli_compare_and_cells(built: dict, capsys, tmp_path: Path) -> None:
     (["compare", "LSTM", "NGRAM", "OOV"], r"^error: .*oov\.txt: 1 character\(s\) not in the "
                                           r"vocabulary of \d+: 'Ω'$"),
     (["cells", "LSTM", "nofile.txt"], r"^error: nofile\.txt: No such file or directory$"),
-], ids=["cells-ngram", "cells-missing", "compare-same", "too-short", "oov", "no-file"])
+    (["cells", "LSTM", "FILE", "--max-chars", "0"], r"error: --max-chars must be >= 1$"),
+    (["compare", "LSTM", "NGRAM", "FILE", "--top", "0"], r"error: --top must be >= 1$"),
+], ids=["cells-ngram", "cells-missing", "compare-same", "too-short", "oov", "no-file",
+        "max-chars-0", "top-0"])
 def test_cli_errors_are_one_line(built: dict, capsys, tmp_path: Path, argv: list[str],
                                  message: str) -> None:
     import re
@@ -483,4 +486,6 @@ def test_cli_errors_are_one_line(built: dict, capsys, tmp_path: Path, argv: list
                        capsys)
     assert code == 2
     lines = err.strip().splitlines()
+    if "--" in message:  # argparse's own errors: the usage line, then the error
+        lines = lines[-1:]
     assert len(lines) == 1 and re.search(message, lines[0]), err

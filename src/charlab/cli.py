@@ -245,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--length must be >= 0")
     if getattr(args, "top_k", None) is not None and args.top_k < 1:
         parser.error("--top-k must be >= 1")
-    for flag in ("top", "max_chars"):
-        if getattr(args, flag, 1) < 1:
+    for flag in ("top", "max_chars"):  # `ngram show --top` may be None: all of them
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     run_main(lambda: args.func(args))
 

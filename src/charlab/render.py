@@ -8,6 +8,7 @@ an offline machine.
 from __future__ import annotations
 
 import html
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,6 +175,10 @@ def colored_png(panels: Sequence[tuple[str, str, np.ndarray]], path: str | Path,
     if legend:
         fig.text(0.1 / (width + 0.2), 0.2 * title_h / (height + 0.1), legend,
                  fontsize=fontsize, va="bottom")
-    fig.savefig(path, format="png", dpi=110)
+    with warnings.catch_warnings():
+        # a character the font lacks (CJK, say) is drawn as a box: one warning per distinct
+        # character would bury the stage's output; the HTML pages use the browser's fonts
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+        fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
 
