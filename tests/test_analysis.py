@@ -271,6 +271,10 @@ def test_analyze_refuses_scores_of_another_corpus(built: dict, tmp_path: Path) -
         analysis.analyze(fewer, built["corpus"], {"lstm2": "x.pt"}, ["ngram1", "ngram3"],
                          AnalyzeSettings(), class_csv=tmp_path / "c.csv",
                          figures_dir=tmp_path, pages_dir=tmp_path, summary=tmp_path / "s.json")
+    with pytest.raises(AnalysisError, match=r"^no scores for rnn9 "):
+        analysis.analyze(s, built["corpus"], {}, ["ngram1"],
+                         AnalyzeSettings(pairs=(("ngram1", "rnn9"),)), class_csv=tmp_path / "c.csv",
+                         figures_dir=tmp_path, pages_dir=tmp_path, summary=tmp_path / "s.json")
     assert not list(tmp_path.iterdir())  # checked before any output
 
 

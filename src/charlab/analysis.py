@@ -212,11 +212,12 @@ def _ctx_cell(c: Context) -> render.Markup:
 
 def compare_page(text: str, name_a: str, name_b: str, lp_a: np.ndarray, lp_b: np.ndarray,
                  table: pd.DataFrame, n_contexts: int = 20, width: int = 40,
-                 source: str = "the test split") -> str:
-    """The HTML page: summary, per-class table, the contexts each model wins, then the whole
-    text coloured by the difference in bits."""
+                 source: str = "the test split",
+                 wins: tuple[list[Context], list[Context]] | None = None) -> str:
+    """The HTML page: summary, per-class table, the contexts each model wins (``wins``, or
+    :func:`top_contexts`), then the whole text coloured by the difference in bits."""
     gain = bits_gain(lp_a, lp_b)
-    wins_a, wins_b = top_contexts(text, lp_a, lp_b, n_contexts, width)
+    wins_a, wins_b = wins or top_contexts(text, lp_a, lp_b, n_contexts, width)
     bpc_a, bpc_b = -np.mean(lp_a) / LN2, -np.mean(lp_b) / LN2
     body = [f"<p>{len(gain):,} predicted characters of {html.escape(source)}. "
             f"<b>{html.escape(name_a)}</b> {bpc_a:.4f} bits/char, <b>{html.escape(name_b)}"
@@ -381,7 +382,8 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
             f"the scores are for {scores.logprobs.shape[1]} characters from offset "
             f"{scores.start}, the corpus's {split} split has {b - a - 1} from {a}: rerun "
             "evaluate (`dvc repro`)")
-    missing = [n for n in [*ngrams, *checkpoints] if n not in scores.models]
+    wanted = [*ngrams, *checkpoints, *(n for pair in settings.pairs for n in pair)]
+    missing = [n for n in dict.fromkeys(wanted) if n not in scores.models]
     if missing:
         raise AnalysisError(f"no scores for {', '.join(missing)} (the scores file has "
                             f"{', '.join(scores.models)}): rerun evaluate (`dvc repro`)")
@@ -404,8 +406,8 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
         lp_a, lp_b = scores[na], scores[nb]
         wins_a, wins_b = top_contexts(text, lp_a, lp_b, settings.top_contexts,
                                       settings.context_chars)
-        doc = compare_page(text, na, nb, lp_a, lp_b, table, settings.top_contexts,
-                           settings.context_chars, f"the {split} split")
+        doc = compare_page(text, na, nb, lp_a, lp_b, table, source=f"the {split} split",
+                           wins=(wins_a, wins_b))
         writes.append((pages_dir / f"compare_{slug}.html",
                        lambda p, doc=doc: p.write_text(doc, encoding="utf-8")))
         n_ex = min(settings.excerpt_chars, len(text))
