@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from charlab import cells, render  # noqa: E402
-from charlab.encoding import Corpus  # noqa: E402
+from charlab.encoding import Corpus, Vocab  # noqa: E402
 from charlab.errors import CharlabError  # noqa: E402
 from charlab.evaluate import SplitScores  # noqa: E402
 from charlab.io import atomic_paths, json_text  # noqa: E402
@@ -246,6 +246,12 @@ def compare_page(text: str, name_a: str, name_b: str, lp_a: np.ndarray, lp_b: np
 
 # --- the recurrent units ----------------------------------------------------------------------
 
+def load_recurrent(path: str | os.PathLike, vocab: Vocab | None = None) -> CharRNN:
+    """A trained model's network on the CPU, in eval mode (the one place this module and
+    ``charlab cells`` load checkpoints)."""
+    return load_checkpoint(path, "cpu", vocab=vocab)[0]
+
+
 def unit_levels(values: np.ndarray) -> np.ndarray:
     """Colour levels of one unit's activation, scaled by its largest size (a cell state c is
     not bounded by 1)."""
@@ -428,7 +434,7 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
     n_cells = min(settings.cells_chars, len(text))
     excerpt = text[:n_cells]
     for name, path in checkpoints.items():
-        model, _, _ = load_checkpoint(path, "cpu", vocab=corpus.vocab)
+        model = load_recurrent(path, corpus.vocab)
         res = cells_report(name, model, excerpt, ids[:n_cells])
         doc = cells_page(res, excerpt, f"the {split} split")
         writes.append((pages_dir / f"cells_{_slug(name)}.html",

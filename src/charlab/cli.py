@@ -90,9 +90,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_cells(args: argparse.Namespace) -> None:
-    from charlab.analysis import cells_page, cells_report
+    from charlab.analysis import cells_page, cells_report, load_recurrent
     from charlab.io import write_text
-    from charlab.train import load_checkpoint
 
     vocab = _vocab(args)
     path = _model_path(args.model, args.models_dir, args.ngram_dir)
@@ -101,7 +100,7 @@ def cmd_cells(args: argparse.Namespace) -> None:
                            f"trained recurrent model ({CHECKPOINT_SUFFIX})")
     if not path.is_file():
         raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
-    model, _, _ = load_checkpoint(path, "cpu", vocab=vocab)
+    model = load_recurrent(path, vocab)
     text, ids = _text_ids(args, vocab)
     text, ids = text[:args.max_chars], ids[:args.max_chars]
     res = cells_report(args.model, model, text, ids)
