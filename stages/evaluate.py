@@ -1,4 +1,5 @@
-"""Stage `evaluate`: score every model on train/val/test -> metrics.csv and metrics.json."""
+"""Stage `evaluate`: score every model on train/val/test -> metrics.csv and metrics.json,
+and every model's per-character log-probabilities on the test split -> the scores file."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import torch
 from charlab import params
 from charlab.encoding import Corpus
 from charlab.errors import run_main
-from charlab.evaluate import evaluate, write_metrics
+from charlab.evaluate import score_splits, write_metrics
 from charlab.models import load_models, model_files
 from charlab.runtime import DeviceError, cpu_threads, resolve_device
 
 
 def main() -> None:
     args = params.stage_parser(__doc__, "ngram-dir", "models-dir", "csv", "json", "bar",
+                               "scores",
                                corpus=True).parse_args()
 
     raw = params.load(args.params)
@@ -28,8 +30,10 @@ def main() -> None:
 
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     files = model_files(orders, trained, args.ngram_dir, args.models_dir)
-    table = evaluate(load_models(files, corpus.vocab, device=str(device)), corpus)
-    write_metrics(table, args.csv, args.json, args.bar)
+    # one pass: the analyze stage reads the test split's per-character scores from here
+    table, scores = score_splits(load_models(files, corpus.vocab, device=str(device)), corpus,
+                                 keep="test")
+    write_metrics(table, args.csv, args.json, args.bar, scores=scores, scores_path=args.scores)
     test = table[table["split"] == "test"].set_index("model")
     for name, row in test.iterrows():
         print(f"evaluate: {name:>10}  test nll {row.nll:.4f}  bpc {row.bpc:.4f}  "

@@ -1,4 +1,5 @@
-"""Stage `report`: metrics/report.md with a table of every model, figures and samples."""
+"""Stage `report`: metrics/report.md with a table of every model, figures, the analysis
+(bits per class, model against model, the units) and samples."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import pandas as pd
 from charlab import params
 from charlab.errors import run_main
 from charlab.models import model_names
-from charlab.report import TrainedInfo, read_run_info, write_report
+from charlab.report import AnalysisFiles, TrainedInfo, read_run_info, write_report
 
 
 def main() -> None:
     args = params.stage_parser(__doc__, "metrics", "curves-dir", "samples-dir", "runs-dir",
-                               "out", "figures-dir").parse_args()
+                               "out", "figures-dir", "classes", "analysis",
+                               "analysis-figures", "analysis-pages").parse_args()
 
     raw = params.load(args.params)
     models = params.train_models(raw)
@@ -26,7 +28,9 @@ def main() -> None:
                                     run=read_run_info(Path(args.runs_dir) / f"{name}.json"))
     samples = {name: (Path(args.samples_dir) / f"{name}.txt").read_text(encoding="utf-8")
                for name in model_names(orders, list(models))}
-    write_report(args.metrics, trained, samples, args.out, args.figures_dir)
+    analysis = AnalysisFiles(Path(args.classes), Path(args.analysis), Path(args.analysis_figures),
+                             Path(args.analysis_pages))
+    write_report(args.metrics, trained, samples, args.out, args.figures_dir, analysis)
     print(f"report: {args.out}")
 
 

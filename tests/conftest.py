@@ -64,3 +64,44 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- a real browser: headless Chromium (Debian's `chromium` package; .ci/run installs it) --
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    import shutil
+
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no headless Chromium on this machine (apt-get install chromium; "
+                ".ci/run installs it)")
+
+
+def screenshot(browser: str, page: Path, out: Path, size: tuple[int, int] = (1000, 1400)):
+    """Open ``page`` from its file in headless Chromium, offline, and return the screenshot
+    as an (H, W, 3) float array in [0, 1]."""
+    import subprocess
+
+    import matplotlib.image
+
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--no-first-run", "--disable-background-networking",
+           f"--user-data-dir={out.parent / (out.stem + '-profile')}",
+           f"--window-size={size[0]},{size[1]}", f"--screenshot={out}", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+    return matplotlib.image.imread(out)[..., :3]
+
+
+def pixels_like(img, hex_color: str, tol: float = 4 / 255) -> int:
+    """How many pixels of ``img`` have the colour ``#rrggbb`` (within ``tol``)."""
+    import numpy as np
+
+    rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(img - rgb).max(axis=-1) <= tol).sum())

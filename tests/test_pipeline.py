@@ -90,7 +90,7 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     repo = pipeline_repo
     out = run(["dvc", "repro"], repo)
     assert stages_run(out) == {"download", "encode", "ngram", "train@rnn", "train@rnn3",
-                               "sample", "evaluate", "report"}
+                               "sample", "evaluate", "analyze", "report"}
 
     # every output the issue names
     vocab = Vocab.load(repo / "data/encoded/vocab.json")
@@ -129,6 +129,20 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     for fig in ("loss_curves.png", "test_bpc.png"):
         assert (repo / "metrics/figures" / fig).read_bytes()[:4] == b"\x89PNG"
 
+    # the analysis: per-character scores (DVC-cached), classes, pages, figures, the report
+    assert (repo / "data/scores/test_logprobs.npz").is_file()
+    classes = pd.read_csv(repo / "metrics/class_bpc.csv")
+    assert set(classes.model) == set(models)
+    summary = json.loads((repo / "metrics/analysis/summary.json").read_text())
+    best = table[table.split == "test"].set_index("model")["nll"]
+    assert (summary["pairs"][0]["a"], summary["pairs"][0]["b"]) == (
+        best[["rnn", "rnn3"]].idxmin(), best[["ngram2", "ngram3"]].idxmin())
+    assert [c["model"] for c in summary["cells"]] == ["rnn", "rnn3"]
+    for name in ("class_bpc.png", "cells_rnn.png", "cells_rnn3.png", summary["pairs"][0]["figure"]):
+        assert (repo / "metrics/analysis/figures" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (repo / "metrics/analysis/pages" / summary["pairs"][0]["page"]).is_file()
+    assert "## Where the bits go" in report and "## What the recurrent units track" in report
+
     # nothing changed: nothing reruns
     assert stages_run(run(["dvc", "repro"], repo)) == set()
 
@@ -138,7 +152,7 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     # a single rnn3 param: only rnn3's training and what reads its checkpoint rerun
     edit_params(repo, lambda p: p["train"]["rnn3"].update(lr=0.01))
     rerun = stages_run(run(["dvc", "repro"], repo))
-    assert rerun == {"train@rnn3", "sample", "evaluate", "report"}
+    assert rerun == {"train@rnn3", "sample", "evaluate", "analyze", "report"}
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "rnn3 lr"], repo)
 
@@ -146,7 +160,8 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     for cmd in (["dvc", "plots", "show"], ["dvc", "plots", "diff", "HEAD~1"]):
         out = run([*cmd, "-o", str(repo / "plots_html"), "--json"], repo)
         assert "failed to load" not in out
-        for plotted in ("metrics/train/rnn3.csv", "Test bits/char by model", "loss_curves.png"):
+        for plotted in ("metrics/train/rnn3.csv", "Test bits/char by model", "loss_curves.png",
+                        "Test bits/char by character class", "class_bpc.png"):
             assert plotted in out
     shutil.rmtree(repo / "plots_html")
 

@@ -74,3 +74,55 @@ def test_run_info_missing_or_foreign_is_empty(tmp_path) -> None:
     assert read_run_info(tmp_path / "absent.json") == {}
     (tmp_path / "list.json").write_text("[1, 2]")
     assert read_run_info(tmp_path / "list.json") == {}
+
+
+def test_analysis_sections_in_the_report(tmp_path):
+    from charlab.report import AnalysisFiles, analysis_markdown
+
+    classes = pd.DataFrame([
+        {"model": m, "group": g, "class": c, "label": f"{c} · {m}", "chars": 10,
+         "share": share, "bpc": bpc}
+        for m, off in (("rnn3", 0.0), ("ngram4", 0.5))
+        for g, c, share, bpc in (("kind", "lowercase", 0.75, 1.0), ("kind", "space", 0.25, 3.0),
+                                 ("position", "word_inside", 1.0, 1.5))
+        for bpc in (bpc + off,)])
+    win = {"position": 5, "char": "|", "before": "a`b\nc", "after": "d", "bits_a": 1.0,
+           "bits_b": 4.0}
+    summary = {"class_figure": "class_bpc.png", "pairs": [
+        {"a": "rnn3", "b": "ngram4", "page": "compare_rnn3_vs_ngram4.html",
+         "figure": "compare_rnn3_vs_ngram4.png", "bpc_a": 1.5, "bpc_b": 2.0,
+         "a_better_share": 0.6, "wins_a": [win], "wins_b": [win]}],
+        "cells": [{"model": "rnn3", "cell": "lstm", "chars": 1000, "page": "cells_rnn3.html",
+                   "figure": "cells_rnn3.png", "saturation_figure": "saturation_rnn3.png",
+                   "best": [{"feature": "inside_word", "unit": "l1.h3", "r": 0.91,
+                             "share": 0.7},
+                            {"feature": "inside_quotes", "unit": None, "r": None,
+                             "share": 0.0}],
+                   "saturation": [{"input": {"left": 0.1, "right": 0.25}}]}]}
+    md = "\n".join(analysis_markdown(classes, summary, ["rnn3", "ngram4"], "a/figures",
+                                     "a/pages"))
+    assert "| group | class | share | rnn3 | ngram4 |" in md
+    assert "| kind | lowercase | 75.0% | 1.000 | 1.500 |" in md
+    assert "| position | word inside | 100.0% | 1.500 | 2.000 |" in md
+    assert "![Bits/char by class](a/figures/class_bpc.png)" in md
+    assert "[compare_rnn3_vs_ngram4.html](a/pages/compare_rnn3_vs_ngram4.html)" in md
+    assert "![rnn3 against ngram4](a/figures/compare_rnn3_vs_ngram4.png)" in md
+    # a context's newline, pipe and backtick cannot break the table
+    assert "| 1.00 | 4.00 | `a'b↵c`**`\\|`**`d` |" in md
+    assert "| inside_word | 70.0% | l1.h3 | +0.910 |" in md
+    assert "| inside_quotes | 0.0% | – | – |" in md
+    assert "| 1 | input | 10.0% | 25.0% |" in md
+    assert "![gate saturation of rnn3](a/figures/saturation_rnn3.png)" in md
+
+    # write_report puts the sections between the figures and the samples
+    csv = tmp_path / "metrics.csv"
+    metrics_table().to_csv(csv, index=False)
+    (tmp_path / "classes.csv").write_text(classes.to_csv(index=False))
+    (tmp_path / "summary.json").write_text(__import__("json").dumps(summary))
+    write_report(csv, {}, {"rnn3": "x"}, tmp_path / "out" / "report.md", tmp_path / "figs",
+                 AnalysisFiles(tmp_path / "classes.csv", tmp_path / "summary.json",
+                               tmp_path / "an" / "figures", tmp_path / "an" / "pages"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert text.index("## Figures") < text.index("## Where the bits go") < text.index(
+        "## Samples")
+    assert "(../an/figures/class_bpc.png)" in text

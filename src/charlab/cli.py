@@ -47,13 +47,76 @@ def _encode(vocab: Vocab, text: str, where: str) -> np.ndarray:
         raise VocabError(f"{where}: {e}") from None
 
 
-def _load(args: argparse.Namespace):
+def _vocab(args: argparse.Namespace) -> Vocab:
     vocab_path = Path(args.vocab)
     if not vocab_path.is_file():
         raise CharlabError(f"{vocab_path}: no vocabulary file (run `dvc repro`, or --vocab)")
-    vocab = Vocab.load(vocab_path)
+    return Vocab.load(vocab_path)
+
+
+def _load(args: argparse.Namespace):
+    vocab = _vocab(args)
     path = _model_path(args.model, args.models_dir, args.ngram_dir)
     return vocab, load_model(path, vocab, device=args.device)
+
+
+def _text_ids(args: argparse.Namespace, vocab: Vocab) -> tuple[str, np.ndarray]:
+    """The file's text and ids; at least 2 characters (one to predict)."""
+    text = _read_text(args.file)
+    ids = _encode(vocab, text, args.file).astype(np.int64)
+    if len(ids) < 2:
+        raise CharlabError(f"{args.file}: need at least 2 characters, got {len(ids)}")
+    return text, ids
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from charlab.analysis import class_table, compare_page, format_class_table
+    from charlab.io import write_text
+
+    if args.model_a == args.model_b:
+        raise CharlabError(f"compare: name two different models, got {args.model_a} twice")
+    vocab = _vocab(args)
+    models = {m: load_model(_model_path(m, args.models_dir, args.ngram_dir), vocab,
+                            device=args.device) for m in (args.model_a, args.model_b)}
+    text, ids = _text_ids(args, vocab)
+    lp = {m: np.asarray(model.log_probs(ids), dtype=np.float64) for m, model in models.items()}
+    table = class_table(text, lp)
+    print(f"{args.file}: {len(ids) - 1} predicted characters")
+    print(format_class_table(table))
+    if args.html:
+        write_text(args.html, compare_page(text, args.model_a, args.model_b, lp[args.model_a],
+                                           lp[args.model_b], table, args.top, source=args.file))
+        print(f"page: {args.html}")
+
+
+def cmd_cells(args: argparse.Namespace) -> None:
+    from charlab.analysis import cells_page, cells_report, load_recurrent
+    from charlab.io import write_text
+
+    vocab = _vocab(args)
+    path = _model_path(args.model, args.models_dir, args.ngram_dir)
+    if path.suffix != CHECKPOINT_SUFFIX:
+        raise CharlabError(f"{args.model}: an n-gram model has no units; cells needs a "
+                           f"trained recurrent model ({CHECKPOINT_SUFFIX})")
+    if not path.is_file():
+        raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
+    model = load_recurrent(path, vocab)
+    text, ids = _text_ids(args, vocab)
+    text, ids = text[:args.max_chars], ids[:args.max_chars]
+    res = cells_report(args.model, model, text, ids)
+    print(f"{args.model}: {res.cell}, {len(res.acts.hidden)} layer(s), read {len(text)} "
+          f"characters of {args.file}")
+    print(f"{'feature':<17}{'share':>7}  {'best unit':<11}{'r':>7}")
+    for b in res.best:
+        r = "-" if b.unit is None else f"{b.r:+.3f}"
+        print(f"{b.feature:<17}{b.share:>7.1%}  {b.unit or '-':<11}{r:>7}")
+    for k, layer in enumerate(res.saturation):
+        print(f"layer {k + 1} saturation: " + ", ".join(
+            f"{g} {s['left'].mean():.1%} < 0.1 / {s['right'].mean():.1%} > 0.9"
+            for g, s in layer.items()))
+    if args.html:
+        write_text(args.html, cells_page(res, text, source=args.file))
+        print(f"page: {args.html}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -122,8 +185,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
         raise SystemExit(subprocess.run(argv, check=False).returncode)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="ngram<order>, a train: key, or a .npz/.pt path")
+def _add_model_args(p: argparse.ArgumentParser, *models: str) -> None:
+    for name in models or ("model",):
+        p.add_argument(name, help="ngram<order>, a train: key, or a .npz/.pt path")
     p.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"(default {DEFAULT_VOCAB})")
     p.add_argument("--models-dir", default=DEFAULT_MODELS, help=f"(default {DEFAULT_MODELS})")
     p.add_argument("--ngram-dir", default=DEFAULT_NGRAMS, help=f"(default {DEFAULT_NGRAMS})")
@@ -150,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("file")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="two models on a text file: bits/char per class of "
+                       "character, and a page coloured by which model was better where")
+    _add_model_args(p, "model_a", "model_b")
+    p.add_argument("file", help="a UTF-8 text file")
+    p.add_argument("--html", help="write the coloured page to this file")
+    p.add_argument("--top", type=int, default=20, help="contexts listed per model (default 20)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("cells", help="what the units of a trained recurrent model track over "
+                       "a text file (and an HTML page of them)")
+    _add_model_args(p)
+    p.add_argument("file", help="a UTF-8 text file")
+    p.add_argument("--html", help="write the page to this file")
+    p.add_argument("--max-chars", type=int, default=20_000,
+                   help="read at most this many characters (default 20000)")
+    p.set_defaults(func=cmd_cells)
 
     p = sub.add_parser("ngram", help="inspect n-gram tables")
     ngram_sub = p.add_subparsers(dest="ngram_command", required=True)
@@ -189,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--length must be >= 0")
     if getattr(args, "top_k", None) is not None and args.top_k < 1:
         parser.error("--top-k must be >= 1")
+    for flag in ("top", "max_chars"):  # `ngram show --top` may be None: all of them
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     run_main(lambda: args.func(args))
 
 

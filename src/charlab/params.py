@@ -165,6 +165,36 @@ class EvaluateParams:
     threads: int = field(default=0, metadata=_check(non_negative))
 
 
+@dataclass(frozen=True)
+class AnalyzeParams:
+    # test characters shown in the PNG excerpts (the HTML pages hold the whole text)
+    excerpt_chars: int = field(default=1200, metadata=_check(positive))
+    # test characters the recurrent units are read on (from the start of the split)
+    cells_chars: int = field(default=10000, metadata=_check(positive))
+    # contexts listed where each model of a pair wins most, and characters shown before each
+    top_contexts: int = field(default=20, metadata=_check(positive))
+    context_chars: int = field(default=40, metadata=_check(positive))
+    # more [model_a, model_b] pairs to compare; the best trained model against the best
+    # n-gram is always compared
+    pairs: list[list[str]] = field(default_factory=list)
+    # 0: OMP_NUM_THREADS if set, else every core
+    threads: int = field(default=0, metadata=_check(non_negative))
+
+    def validate(self, path: str) -> None:
+        for i, pair in enumerate(self.pairs):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ParamsError(f"{path}.pairs[{i}]: must name two different models, "
+                                  f"got {pair!r}")
+
+    def check_models(self, path: str, names: list[str]) -> None:
+        """Every model a pair names must be one of the pipeline's ``names``."""
+        for i, pair in enumerate(self.pairs):
+            for j, name in enumerate(pair):
+                if name not in names:
+                    raise ParamsError(f"{path}.pairs[{i}][{j}]: unknown model {name!r}; "
+                                      f"the models are {', '.join(names)}")
+
+
 # --- the machinery -----------------------------------------------------------------------
 
 def _type_name(tp: Any) -> str:

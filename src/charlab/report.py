@@ -106,9 +106,84 @@ def _fmt(x: float, spec: str) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _md_text(s: str) -> str:
+    """Text inside a markdown table cell: newlines shown, pipes and backticks harmless."""
+    return s.replace("\n", "↵").replace("|", "\\|").replace("`", "'")
+
+
+REPORT_CONTEXTS = 5  # of the analysis's top contexts, the report lists this many per side
+
+
+def analysis_markdown(classes: pd.DataFrame, analysis: Mapping, order: list[str],
+                      figures_rel: str, pages_rel: str) -> list[str]:
+    """The report's analysis sections: bits/char per class, the best trained model against
+    the best n-gram (and any requested pair), and what the recurrent units track.
+    ``figures_rel`` / ``pages_rel``: where the analysis figures and pages are, relative to
+    the report."""
+    models = [m for m in order if m in set(classes["model"])]
+    keyed = classes.set_index(["group", "class", "model"])
+    keys = list(dict.fromkeys(zip(classes["group"], classes["class"], strict=True)))
+    lines = ["", "## Where the bits go", "",
+             "Test bits/char of each model by kind of character and by position; each group "
+             "splits every test character into one class, so the share-weighted bits of a "
+             "group add up to the model's test bpc.", "",
+             "| group | class | share | " + " | ".join(models) + " |",
+             "|---|---|---:|" + "---:|" * len(models)]
+    for g, c in keys:
+        share = keyed.loc[(g, c, models[0]), "share"]
+        lines.append(f"| {g} | {c.replace('_', ' ')} | {share:.1%} | " + " | ".join(
+            f"{keyed.loc[(g, c, m), 'bpc']:.3f}" for m in models) + " |")
+    lines += ["", f"![Bits/char by class]({figures_rel}/{analysis['class_figure']})"]
+    for pair in analysis["pairs"]:
+        a, b = pair["a"], pair["b"]
+        lines += ["", f"## {a} against {b}, character by character", "",
+                  f"{a} {pair['bpc_a']:.4f} bits/char, {b} {pair['bpc_b']:.4f}; {a} spends "
+                  f"fewer bits on {pair['a_better_share']:.1%} of the test characters. Blue: "
+                  f"{a} better, red: {b} better. The whole test split, with the "
+                  f"{len(pair['wins_a'])} contexts where each wins most: "
+                  f"[{pair['page']}]({pages_rel}/{pair['page']}) (open the file in a browser; "
+                  "it needs no network).", "",
+                  f"![{a} against {b}]({figures_rel}/{pair['figure']})"]
+        for who, wins in ((a, pair["wins_a"]), (b, pair["wins_b"])):
+            lines += ["", f"Where {who} wins most (bits; the predicted character in **bold**):",
+                      "", f"| {a} | {b} | context |", "|---:|---:|---|"]
+            for w in wins[:REPORT_CONTEXTS]:
+                lines.append(f"| {w['bits_a']:.2f} | {w['bits_b']:.2f} | "
+                             f"`{_md_text(w['before'][-30:])}`**`{_md_text(w['char'])}`**"
+                             f"`{_md_text(w['after'])}` |")
+    if analysis["cells"]:
+        lines += ["", "## What the recurrent units track", "",
+                  "For each feature of the test text, the unit (lN.hJ: output J of layer N; "
+                  "lN.cJ: LSTM cell state) whose activation correlates best with it over the "
+                  "first characters of the test split; \u2013: the feature does not occur "
+                  "there.", ""]
+    for entry in analysis["cells"]:
+        lines += [f"### {entry['model']} ({entry['cell']}, {entry['chars']:,} characters)", "",
+                  "| feature | share | best unit | r |", "|---|---:|---|---:|"]
+        for bu in entry["best"]:
+            r = "–" if bu["r"] is None else f"{bu['r']:+.3f}"
+            lines.append(f"| {bu['feature']} | {bu['share']:.1%} | {bu['unit'] or '–'} "
+                         f"| {r} |")
+        lines += ["", f"![units of {entry['model']}]({figures_rel}/{entry['figure']})", "",
+                  f"Every feature over the whole excerpt: "
+                  f"[{entry['page']}]({pages_rel}/{entry['page']})."]
+        if "saturation" in entry:
+            lines += ["", "Gate saturation (fraction of gate values < 0.1 / > 0.9):", "",
+                      "| layer | gate | left-saturated | right-saturated |", "|---:|---|---:|---:|"]
+            for k, layer in enumerate(entry["saturation"]):
+                for gate, s in layer.items():
+                    lines.append(f"| {k + 1} | {gate} | {s['left']:.1%} | {s['right']:.1%} |")
+            lines += ["", f"![gate saturation of {entry['model']}]"
+                          f"({figures_rel}/{entry['saturation_figure']})"]
+        lines.append("")
+    return lines
+
+
 def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
-                    samples: Mapping[str, str], figures: Mapping[str, str]) -> str:
-    """The report: one table of every model, figure links, a sample excerpt per model."""
+                    samples: Mapping[str, str], figures: Mapping[str, str],
+                    analysis: list[str] | None = None) -> str:
+    """The report: one table of every model, figure links, the analysis sections (lines from
+    :func:`analysis_markdown`), a sample excerpt per model."""
     test = metrics[metrics["split"] == "test"].set_index("model")
     val = metrics[metrics["split"] == "val"].set_index("model")["nll"]
     best = test["nll"].idxmin()
@@ -135,6 +210,7 @@ def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
         )
     lines += ["", "## Figures", ""]
     lines += [f"![{title}]({rel})" for title, rel in figures.items()]
+    lines += analysis or []
     lines += ["", "## Samples", ""]
     for name in test.sort_values("nll").index:
         if name in samples:
@@ -143,9 +219,19 @@ def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
     return "\n".join(lines).rstrip() + "\n"
 
 
+@dataclass(frozen=True)
+class AnalysisFiles:
+    """The analyze stage's outputs that the report shows."""
+
+    classes: Path       # bits/char per class, CSV
+    summary: Path       # summary.json
+    figures: Path       # the figures' folder
+    pages: Path         # the HTML pages' folder
+
+
 def write_report(metrics_csv: str | os.PathLike, trained: Mapping[str, TrainedInfo],
                  samples: Mapping[str, str], report_path: str | os.PathLike,
-                 figures_dir: str | os.PathLike) -> None:
+                 figures_dir: str | os.PathLike, analysis: AnalysisFiles | None = None) -> None:
     metrics = pd.read_csv(metrics_csv)
     report_path, figures_dir = Path(report_path), Path(figures_dir)
     figures: dict[str, str] = {}
@@ -157,4 +243,10 @@ def write_report(metrics_csv: str | os.PathLike, trained: Mapping[str, TrainedIn
         plot_loss_curves(trained, figures_dir / "loss_curves.png")
         figures["Training curves"] = os.path.relpath(figures_dir / "loss_curves.png",
                                                      report_path.parent)
-    write_text(report_path, render_markdown(metrics, trained, samples, figures))
+    extra = None
+    if analysis is not None:
+        order = list(test.sort_values("nll")["model"])
+        rel = lambda p: os.path.relpath(p, report_path.parent)  # noqa: E731
+        extra = analysis_markdown(pd.read_csv(analysis.classes), read_json(analysis.summary),
+                                  order, rel(analysis.figures), rel(analysis.pages))
+    write_text(report_path, render_markdown(metrics, trained, samples, figures, extra))
