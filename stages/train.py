@@ -12,7 +12,7 @@ import sys
 from charlab import distributed, params
 from charlab.encoding import Corpus
 from charlab.errors import CharlabError, run_main
-from charlab.runtime import DeviceError, cpu_threads, resolve_device
+from charlab.runtime import DeviceError, cpu_threads, hardware, plan_precision, resolve_device
 from charlab.train import train
 
 
@@ -28,6 +28,10 @@ def main() -> None:
         device = resolve_device(cfg.device)
     except DeviceError as e:
         raise params.ParamsError(f"train.{args.model}.device: {e}") from None
+    try:  # and so is a precision this device lacks
+        plan_precision(cfg.precision, hardware(device))
+    except DeviceError as e:
+        raise params.ParamsError(f"train.{args.model}.precision: {e}") from None
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     world = distributed.world_from_env()
 

@@ -274,13 +274,16 @@ def test_seq_length_or_batch_longer_than_the_split(seq_length: int, batch_size: 
      r"train\.rnn\.batch_size: 5000 streams of seq_length \+ 1 = 9 characters need 45000"),
     ("train", {"train": {"rnn": {"device": "cuda"}}},
      r"train\.rnn\.device: device 'cuda' requested but CUDA is not available"),
+    ("train", {"train": {"rnn": {"precision": "tf32"}}},
+     r"train\.rnn\.precision: precision tf32 needs an NVIDIA GPU of compute capability 8\.0"),
     ("sample", {"sample": {"prime": "ΩMEGA:"}},
      r"sample\.prime: 1 character\(s\) not in the vocabulary of \d+: 'Ω'$"),
     ("evaluate", {"evaluate": {"device": "cuda"}},
      r"evaluate\.device: device 'cuda' requested but CUDA is not available"),
     ("evaluate", {"evaluate": {"gpus": 1}}, r"evaluate\.gpus: unknown key"),
 ], ids=["download-timeout", "encode-fractions", "ngram-orders", "train-hidden_size",
-        "train-seq_length", "train-batch_size", "train-device-cuda", "sample-prime-oov",
+        "train-seq_length", "train-batch_size", "train-device-cuda", "train-precision-tf32",
+        "sample-prime-oov",
         "evaluate-device-cuda", "evaluate-unknown-key"])
 def test_stage_rejects_bad_params_before_any_work(ws: Path, capsys, no_gpu, stage: str,
                                                   edit: dict, message: str) -> None:

@@ -119,9 +119,10 @@ class TrainParams:
     grad_clip: float = field(default=1.0, metadata=_check(non_negative))
     # 0: one-hot input, as in the lecture; else a learned embedding of this size
     embedding_size: int = field(default=0, metadata=_check(non_negative))
-    # bf16: GEMMs in bfloat16 (fast on GPUs and on CPUs with AMX/AVX512-BF16, slow on
-    # others); auto: bf16 where the device does it natively, else fp32
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # what the recurrent layers and the output layer compute in (charlab.runtime): fp32;
+    # tf32 (CUDA, compute capability >= 8.0); bf16; auto: tf32 on such a GPU, bf16 on a CPU
+    # with native bf16 (AMX/AVX512-BF16), else fp32
+    precision: Literal["fp32", "tf32", "bf16", "auto"] = "fp32"
     # learning rate: linear warmup, then constant or cosine down to lr * min_lr_ratio
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = field(default=0, metadata=_check(non_negative))
