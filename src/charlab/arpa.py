@@ -74,7 +74,10 @@ def tokens_path(path: str | os.PathLike) -> Path:
 
 def tokenize(text: str, tokens: dict[str, str]) -> str:
     """``text`` as the space-separated ARPA tokens a reader scores."""
-    return " ".join(tokens[c] for c in text)
+    try:
+        return " ".join([tokens[c] for c in text])
+    except KeyError as e:
+        raise ValueError(f"character {e.args[0]!r} has no ARPA token in this table") from None
 
 
 def _fmt(x: float) -> str:
