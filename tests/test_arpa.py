@@ -362,14 +362,12 @@ def test_export_command(workspace: Path, capsys, argv: list[str], smoothing: str
 
 @pytest.mark.parametrize("argv,message", [
     (["ngram", "export", "--order", "3", "m.arpa"],
-     r"error: models/ngram/ngram3\.npz: add-k smoothing is not a backoff model, so it has no "
-     r"ARPA form: export with smoothing kn \(interpolated Kneser-Ney\) or mkn \(modified "
-     r"Kneser-Ney\); this table was fit with addk \(ngram\.smoothing\): pass --smoothing kn "
-     r"or mkn"),
+     r"error: models/ngram/ngram3\.npz: the table's add-k smoothing \(ngram\.smoothing\) is "
+     r"not a backoff model, so it has no ARPA form; use --smoothing kn or mkn \(Kneser-Ney on "
+     r"the same counts\)"),
     (["ngram", "export", "--order", "2", "--smoothing", "addk", "m.arpa"],
-     r"error: models/ngram/ngram2\.npz: add-k smoothing is not a backoff model, so it has no "
-     r"ARPA form: export with smoothing kn \(interpolated Kneser-Ney\) or mkn \(modified "
-     r"Kneser-Ney\)"),
+     r"error: models/ngram/ngram2\.npz: --smoothing addk is not a backoff model, so it has no "
+     r"ARPA form; use --smoothing kn or mkn \(Kneser-Ney on the same counts\)"),
     (["ngram", "export", "--order", "4", "m.arpa"],
      r"error: models/ngram/ngram4\.npz: no n-gram model of order 4 \(add it to ngram\.orders "
      r"and run `dvc repro`\)"),

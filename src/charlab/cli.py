@@ -113,14 +113,17 @@ def cmd_ngram_export(args: argparse.Namespace) -> None:
         raise CharlabError(f"{args.out}: is a directory; give the ARPA file's name")
     vocab, path = _ngram_vocab(args), _ngram_path(args)
     model = NGramLM.load(path)
+    if (args.smoothing or model.smoothing) == "addk":
+        whose = "--smoothing addk" if args.smoothing else "the table's add-k smoothing " \
+            "(ngram.smoothing)"
+        raise ArpaExportError(f"{path}: {whose} is not a backoff model, so it has no ARPA "
+                              "form; use --smoothing kn or mkn (Kneser-Ney on the same counts)")
     if args.smoothing is not None:
         model = model.with_smoothing(args.smoothing)
     try:
         side = write_arpa(model, vocab.chars, args.out)
     except ArpaExportError as e:
-        hint = "; this table was fit with addk (ngram.smoothing): pass --smoothing kn or mkn" if (
-            model.smoothing == "addk" and args.smoothing is None) else ""
-        raise ArpaExportError(f"{path}: {e}{hint}") from None
+        raise ArpaExportError(f"{path}: {e}") from None
     print(f"wrote {args.out} (ARPA order {max(model.order + 1, 2)}, "
           f"smoothing {model.smoothing}) and {side}")
 
