@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from charlab import arpa
 from charlab.arpa import ArpaExportError, char_token, token_table, tokenize, write_arpa
@@ -216,6 +218,27 @@ def test_kenlm_matches_log_probs(tmp_path: Path, capfd, smoothing: str, order: i
     assert kenlm_order == max(order + 1, 2)
     assert not re.search(r"missing|warn|positive|substitut", err, re.IGNORECASE), err
     for text in held_texts(train, held):
+        check_scores(score, model, vocab, text)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(train=st.text(alphabet="ab \n", min_size=1, max_size=40),
+       held=st.text(alphabet="ab \nc", min_size=1, max_size=30),
+       order=st.integers(0, 5), smoothing=st.sampled_from(["kn", "mkn"]))
+def test_any_small_text(tmp_path: Path, train: str, held: str, order: int, smoothing: str
+                        ) -> None:
+    """Texts shorter than the order, characters the train split lacks, any start."""
+    vocab = Vocab(("\n", " ", "a", "b", "c"))
+    model = NGramLM.fit(vocab.encode(train), vocab.size, order, smoothing=smoothing)
+    path, _ = export(model, vocab, tmp_path)
+    for text in (held, train[:3] + held):
+        check_scores(reference_reader(path), model, vocab, text)
+    try:
+        score, _ = kenlm_reader(path)
+    except pytest.skip.Exception:
+        return
+    for text in (held, train[:3] + held):
         check_scores(score, model, vocab, text)
 
 
