@@ -257,7 +257,8 @@ class _LevelStats:
 class BackoffLevel:
     """One level of a Kneser-Ney model written as a backoff table (:meth:`NGramLM.backoff_levels`).
 
-    ``windows`` rows are (target, history newest char first), pads as id ``vocab_size``.
+    ``windows`` rows are (target, history newest char first), pads as id ``vocab_size``:
+    level 0 lists every character, level L >= 1 its stored windows in table order.
     """
 
     windows: np.ndarray  # (rows, level + 1) int64
@@ -474,7 +475,6 @@ class NGramLM:
             contexts = [np.full(shape, len(k)) for k in self._keys]
         return np.exp(self._smoothed_log(windows, contexts))
 
-
     # -- the model as a backoff table (ARPA export) --------------------------------------
 
     def backoff_levels(self) -> list[BackoffLevel]:
@@ -508,6 +508,7 @@ class NGramLM:
                     parent = self._keys[0][parent]
                 windows = np.concatenate([windows[parent], (keys % base)[:, None]], axis=1)
                 p = p[parent]
+            # _interpolate reads a level's history slots from contexts[level - 1]
             p = self._interpolate(level, rows, [slots] * max(level, 1), p)
             gamma, pad = np.ones(len(p)), 1.0
             if level < self.order:  # gamma(h) of each window read as a history one level up
