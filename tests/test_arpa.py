@@ -356,23 +356,13 @@ def workspace(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        cli_main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("argv,smoothing", [
     (["ngram", "export", "--order", "2", "out/m.arpa"], "kn"),
     (["ngram", "export", "--order", "3", "--smoothing", "mkn", "out/m.arpa"], "mkn"),
 ], ids=["own-smoothing", "override"])
 def test_export_command(workspace: Path, capsys, argv: list[str], smoothing: str) -> None:
-    code, out, err = run_cli(argv, capsys)
-    assert code == 0, err
+    cli_main(argv)
+    out, err = capsys.readouterr()
     order = int(argv[3])
     assert out == (f"wrote out/m.arpa (ARPA order {order + 1}, smoothing {smoothing}) "
                    "and out/m.arpa.tokens.json\n")
@@ -404,7 +394,9 @@ def test_export_command(workspace: Path, capsys, argv: list[str], smoothing: str
 def test_export_errors(workspace: Path, capsys, argv: list[str], message: str) -> None:
     Vocab(("a", "b")).save(workspace / "small.json")
     before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
-    code, out, err = run_cli(argv, capsys)
-    assert code == 2 and out == ""
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
     assert re.fullmatch(message, err.strip()), err
     assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before
