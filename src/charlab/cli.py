@@ -144,19 +144,51 @@ def cmd_score(args: argparse.Namespace) -> None:
           f"perplexity  {s.perplexity:.3f}")
 
 
-def cmd_ngram_show(args: argparse.Namespace) -> None:
-    from charlab.ngram import NGramLM, format_distribution
-
-    vocab = Vocab.load(args.vocab) if Path(args.vocab).is_file() else None
-    if vocab is None:
+def _ngram_vocab(args: argparse.Namespace) -> Vocab:
+    if not Path(args.vocab).is_file():
         raise CharlabError(f"{args.vocab}: no vocabulary file (run `dvc repro`, or --vocab)")
-    _encode(vocab, args.history, "history")  # names any character outside the vocabulary
+    return Vocab.load(args.vocab)
+
+
+def _ngram_path(args: argparse.Namespace) -> Path:
+    """The pipeline's n-gram table of ``--order`` (``ngram show`` and ``ngram export``)."""
     path = Path(args.ngram_dir) / f"ngram{args.order}{NGRAM_SUFFIX}"
     if not path.is_file():
         raise CharlabError(f"{path}: no n-gram model of order {args.order} "
                            "(add it to ngram.orders and run `dvc repro`)")
-    model = NGramLM.load(path)
+    return path
+
+
+def cmd_ngram_show(args: argparse.Namespace) -> None:
+    from charlab.ngram import NGramLM, format_distribution
+
+    vocab = _ngram_vocab(args)
+    _encode(vocab, args.history, "history")  # names any character outside the vocabulary
+    model = NGramLM.load(_ngram_path(args))
     print(format_distribution(model, vocab.chars, args.history, top=args.top))
+
+
+def cmd_ngram_export(args: argparse.Namespace) -> None:
+    from charlab.arpa import ArpaExportError, write_arpa
+    from charlab.ngram import NGramLM
+
+    if Path(args.out).is_dir():
+        raise CharlabError(f"{args.out}: is a directory; give the ARPA file's name")
+    vocab, path = _ngram_vocab(args), _ngram_path(args)
+    model = NGramLM.load(path)
+    if (args.smoothing or model.smoothing) == "addk":
+        whose = "--smoothing addk" if args.smoothing else "the table's add-k smoothing " \
+            "(ngram.smoothing)"
+        raise ArpaExportError(f"{path}: {whose} is not a backoff model, so it has no ARPA "
+                              "form; use --smoothing kn or mkn (Kneser-Ney on the same counts)")
+    if args.smoothing is not None:
+        model = model.with_smoothing(args.smoothing)
+    try:
+        side = write_arpa(model, vocab.chars, args.out)
+    except ArpaExportError as e:
+        raise ArpaExportError(f"{path}: {e}") from None
+    print(f"wrote {args.out} (ARPA order {max(model.order + 1, 2)}, "
+          f"smoothing {model.smoothing}) and {side}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -242,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"(default {DEFAULT_VOCAB})")
     p.add_argument("--ngram-dir", default=DEFAULT_NGRAMS, help=f"(default {DEFAULT_NGRAMS})")
     p.set_defaults(func=cmd_ngram_show)
+    p = ngram_sub.add_parser("export", help="write the smoothed n-gram model in the ARPA "
+                             "format (KenLM, SRILM), with <out>.tokens.json beside it")
+    p.add_argument("out", help="the ARPA file to write, e.g. ngram4.arpa")
+    p.add_argument("--order", type=int, required=True)
+    p.add_argument("--smoothing", choices=["kn", "mkn", "addk"], default=None,
+                   help="kn or mkn (default: the model's own; add-k has no ARPA form)")
+    p.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"(default {DEFAULT_VOCAB})")
+    p.add_argument("--ngram-dir", default=DEFAULT_NGRAMS, help=f"(default {DEFAULT_NGRAMS})")
+    p.set_defaults(func=cmd_ngram_export)
 
     p = sub.add_parser("profile", help="run a params profile (e.g. profiles/gpu.yaml) as one "
                        "`dvc exp run -S ...` experiment",

@@ -254,6 +254,20 @@ class _LevelStats:
 
 
 @dataclass(frozen=True)
+class BackoffLevel:
+    """One level of a Kneser-Ney model written as a backoff table (:meth:`NGramLM.backoff_levels`).
+
+    ``windows`` rows are (target, history newest char first), pads as id ``vocab_size``:
+    level 0 lists every character, level L >= 1 its stored windows in table order.
+    """
+
+    windows: np.ndarray  # (rows, level + 1) int64
+    log_prob: np.ndarray  # ln of each window's full interpolated probability at this level
+    log_backoff: np.ndarray  # ln gamma of each window read as a history one level up
+    pad_log_backoff: float  # ln gamma of the all-pad history of level + 1 chars
+
+
+@dataclass(frozen=True)
 class _Followers:
     """Histories of one level, sorted, each with its run of next chars in the arrays."""
 
@@ -460,6 +474,56 @@ class NGramLM:
         else:  # all pads: the extra history slot of each level
             contexts = [np.full(shape, len(k)) for k in self._keys]
         return np.exp(self._smoothed_log(windows, contexts))
+
+    # -- the model as a backoff table (ARPA export) --------------------------------------
+
+    def backoff_levels(self) -> list[BackoffLevel]:
+        """The smoothed model as a backoff table, levels 0..order (see :class:`BackoffLevel`).
+
+        Interpolated KN (``kn``, ``mkn``) is exactly a backoff model: p(w | h) is a stored
+        window's ``log_prob`` (its full interpolated value at that level, computed by the
+        same ``_interpolate`` chain as :meth:`log_probs`), and for an unstored window
+        gamma(h) * p(w | h minus its oldest char), gamma being the weight ``h`` gives the
+        level below (1 for a history with no continuations). Level 0 lists every character,
+        an unseen one with gamma(empty) / V. ``log_backoff`` is 0 at the top level.
+        """
+        if self.smoothing == "addk":
+            raise ValueError("add-k smoothing is not a backoff model: it has no "
+                             "lower-order distribution to back off to")
+        vocab, base = self.vocab_size, self._base
+        everyone = np.arange(vocab, dtype=np.int64)
+        levels: list[BackoffLevel] = []
+        windows, p = everyone[:, None], np.full(vocab, 1.0 / vocab)
+        for level in range(self.order + 1):
+            keys = self._keys[level]
+            if level == 0:
+                rows, slots = self._search(0, everyone), np.zeros(vocab, dtype=np.int64)
+            else:
+                rows, slots = np.arange(len(keys)), self._history_slots(level)
+                if level < self._bary:  # base-B digits; the window minus its oldest char
+                    parent = np.searchsorted(self._keys[level - 1], keys // base)
+                else:  # parent form: that row is the key's high part
+                    parent = keys // base
+                if level == 1:  # level 0 lists every char, so its rows are char ids
+                    parent = self._keys[0][parent]
+                windows = np.concatenate([windows[parent], (keys % base)[:, None]], axis=1)
+                p = p[parent]
+            # _interpolate reads a level's history slots from contexts[level - 1]
+            p = self._interpolate(level, rows, [slots] * max(level, 1), p)
+            gamma, pad = np.ones(len(p)), 1.0
+            if level < self.order:  # gamma(h) of each window read as a history one level up
+                n_slots = len(keys) + 1  # the last slot: the all-pad history
+                g = self._interpolate(level + 1, np.full(n_slots, -1, dtype=np.int64),
+                                      [np.arange(n_slots)] * (level + 1), np.ones(n_slots))
+                if level:
+                    gamma = g[:-1]
+                else:
+                    gamma[keys] = g[:-1]
+                pad = float(g[-1])
+            with np.errstate(divide="ignore"):  # only a caller's discount 0 makes p = 0
+                levels.append(BackoffLevel(windows, np.log(p), np.log(gamma),
+                                           float(np.log(pad))))
+        return levels
 
     # -- persistence ---------------------------------------------------------------------
 
