@@ -46,6 +46,7 @@ from charlab.checkpoint import (
     CheckpointError,
     load_checkpoint,
 )
+from charlab.checkpoint import save as save_checkpoint
 from charlab.cli import main as cli_main
 from charlab.corpus import DownloadError, download
 from charlab.encoding import Corpus, CorpusError, Vocab, encode_corpus
@@ -759,7 +760,7 @@ def test_malicious_ngram_file_never_runs_its_code(tmp_path: Path) -> None:
     ("zeros", r"models/rnn\.pt: not a readable checkpoint"),
     ("foreign", r"models/rnn\.pt: a torch file, but not a charlab RNN checkpoint$"),
     ("ngram_as_pt", r"models/rnn\.pt: not a readable checkpoint"),
-    ("version", r"models/rnn\.pt: checkpoint format version 99; this charlab reads version 1$"),
+    ("version", r"models/rnn\.pt: checkpoint format version 99; this charlab reads version 2$"),
     ("bad_config", r"models/rnn\.pt: damaged charlab checkpoint: unknown model config key"),
 ], ids=["other-vocab", "truncated", "zeros", "foreign-torch", "ngram-as-pt", "version",
         "bad-config"])
@@ -784,7 +785,8 @@ def test_mismatched_or_damaged_checkpoint_in_the_cli(ws: Path, capsys, monkeypat
     elif damage == "version":
         torch.save({**obj, "version": 99}, ckpt)
     else:
-        torch.save({**obj, "model_config": {**obj["model_config"], "heads": 4}}, ckpt)
+        # resealed with its checksum, so the damage reaches the config check
+        save_checkpoint({**obj, "model_config": {**obj["model_config"], "heads": 4}}, ckpt)
     monkeypatch.chdir(ws)
     with pytest.raises(SystemExit) as e:
         cli_main(["sample", "rnn", "--length", "5"])
