@@ -235,8 +235,8 @@ def run(corpus: str, big_mb: int) -> str:
     t_kn, lp = best_of(lambda: m5.log_probs(test), 3)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ngram10.npz"
-        t_save, _ = best_of(lambda: model.save(path), 1)
-        t_load, _ = best_of(lambda: NGramLM.load(path), 3)
+        t_save, _ = best_of(lambda: model.save(path, vocab), 1)
+        t_load, _ = best_of(lambda: NGramLM.load(path, vocab), 3)
         size = path.stat().st_size / MIB
     say("## Scoring and files")
     say()

@@ -747,7 +747,7 @@ def test_refusing_a_malicious_checkpoint_gives_no_unsafe_advice(tmp_path: Path,
 def test_malicious_ngram_file_never_runs_its_code(tmp_path: Path) -> None:
     write_malicious(tmp_path / "ngram2.npz", tmp_path / "marker", "npz")
     with pytest.raises(NGramFileError, match=r"ngram2\.npz: not a readable charlab n-gram file"):
-        NGramLM.load(tmp_path / "ngram2.npz")
+        NGramLM.load(tmp_path / "ngram2.npz", Vocab(("a", "b")))
     assert not (tmp_path / "marker").exists()
 
 
@@ -940,9 +940,9 @@ def test_disk_full_leaves_the_previous_output(ws: Path, disk_full, fault_server,
             download(fault_server.url, "data/raw/corpus.txt", retries=3, backoff=0.01)
         elif what == "ngram":
             NGramLM.fit(corpus.split("train"), corpus.vocab.size, 4).save(
-                "models/ngram/ngram2.npz")
+                "models/ngram/ngram2.npz", corpus.vocab)
         elif what == "metrics":
-            models = {"ngram2": NGramLM.load("models/ngram/ngram2.npz")}
+            models = {"ngram2": NGramLM.load("models/ngram/ngram2.npz", corpus.vocab)}
             write_metrics(evaluate(models, corpus), "metrics/metrics.csv",
                           "metrics/metrics.json", "metrics/test_bpc.csv")
         else:

@@ -92,7 +92,7 @@ def cmd_ngram_show(args: argparse.Namespace) -> None:
     if not path.is_file():
         raise CharlabError(f"{path}: no n-gram model of order {args.order} "
                            "(add it to ngram.orders and run `dvc repro`)")
-    model = NGramLM.load(path)
+    model = NGramLM.load(path, vocab)
     print(format_distribution(model, vocab.chars, args.history, top=args.top))
 
 
