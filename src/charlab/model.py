@@ -363,7 +363,8 @@ class RNNLM:
         with eval_mode(self.model), torch.inference_mode():
             hidden: Hidden | None = None
             for a in range(0, burn, steps):  # burn-in: its logits are dropped, call by call
-                _, hidden = self._run(x[:, a:min(a + steps, burn)], hidden)
+                # (not kept in a variable: the next call's logits would join them in memory)
+                hidden = self._run(x[:, a:min(a + steps, burn)], hidden)[1]
             if burn:
                 assert hidden is not None
                 _zero_stream(hidden, 0)  # stream 0 starts at ids[0] from the empty state
