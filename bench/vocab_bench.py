@@ -1,6 +1,7 @@
 """Benchmark: memory and speed of the RNN path as the vocabulary grows (issue 12).
 
 Run from the repository root:  .venv/bin/python bench/vocab_bench.py [--chars 100000]
+(``--vocabs`` and ``--speed-vocabs`` pick other sizes, e.g. for a quick check)
 
 For each vocabulary size V in 65, 1,000, 10,000 and 60,000 it generates a corpus of the same
 number of characters (``--chars``, default 100,000) drawing from exactly V distinct
@@ -36,7 +37,7 @@ is what compares across runs, and even it moves by tens of percent.
 
 Model: cell rnn, 1 layer, hidden ``HIDDEN``, one-hot input (the lecture's), dropout 0; batch
 ``BATCH`` x sequence ``SEQ``; 1 torch thread. Writes its report to the ``vocab`` section of
-bench/RESULTS.md unless ``--no-write``.
+bench/RESULTS.md when run with the default sizes, unless ``--no-write``.
 """
 
 from __future__ import annotations
@@ -81,8 +82,6 @@ def alphabet(v: int) -> list[str]:
 def make_corpus(path: Path, v: int, n_chars: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     chars = np.array(alphabet(v), dtype=object)
-    if n_chars < v:
-        sys.exit(f"--chars {n_chars} cannot hold {v} distinct characters")
     rank = rng.permutation(v)  # frequency rank != code point order
     p = 1.0 / (np.arange(v) + 1.0)
     ids = np.concatenate([rng.permutation(v),  # every character at least once
@@ -102,7 +101,7 @@ def config(**kw):
 FILES = ("vocab.json", "tokens.bin", "split.json")
 
 
-def worker(kind: str, workdir: Path) -> dict:
+def worker(kind: str, workdir: Path, speed_vocabs: tuple[int, ...]) -> dict:
     """One measurement in this (fresh) interpreter."""
     import torch
 
@@ -116,8 +115,8 @@ def worker(kind: str, workdir: Path) -> dict:
     if kind == "speed":  # workdir holds one folder per vocabulary size
         from train_throughput import trainer
 
-        corpora = {v: Corpus.load(*(workdir / f"v{v}" / f for f in FILES)) for v in SPEED_VOCABS}
-        best = {v: 0.0 for v in SPEED_VOCABS}
+        corpora = {v: Corpus.load(*(workdir / f"v{v}" / f for f in FILES)) for v in speed_vocabs}
+        best = {v: 0.0 for v in speed_vocabs}
         for _ in range(SPEED_REPEATS):
             for v, corpus in corpora.items():
                 cps = trainer(config(), corpus, workdir / f"v{v}", SPEED_STEPS)
@@ -154,11 +153,14 @@ def worker(kind: str, workdir: Path) -> dict:
     return res
 
 
-def in_subprocess(kind: str, workdir: Path) -> dict:
-    return run_worker([__file__, "--worker", kind, "--workdir", str(workdir)], f"{kind} {workdir}")
+def in_subprocess(kind: str, workdir: Path, speed_vocabs: tuple[int, ...] = SPEED_VOCABS
+                  ) -> dict:
+    return run_worker([__file__, "--worker", kind, "--workdir", str(workdir), "--speed-vocabs",
+                       ",".join(map(str, speed_vocabs))], f"{kind} {workdir}")
 
 
-def run(n_chars: int, root: Path) -> tuple[str, bool]:
+def run(n_chars: int, root: Path, vocabs: tuple[int, ...] = VOCABS,
+        speed_vocabs: tuple[int, ...] = SPEED_VOCABS) -> tuple[str, bool]:
     from charlab.encoding import encode_corpus
 
     rows: list[str] = []
@@ -169,20 +171,20 @@ def run(n_chars: int, root: Path) -> tuple[str, bool]:
 
     load = os.getloadavg()[0]
     sizes = {}
-    for v in sorted(set(VOCABS) | set(SPEED_VOCABS)):
+    for v in sorted(set(vocabs) | set(speed_vocabs)):
         d = root / f"v{v}"
         d.mkdir()
         make_corpus(d / "corpus.txt", v, n_chars)
         encode_corpus(d / "corpus.txt", *(d / f for f in FILES), val_fraction=0.05,
                       test_fraction=0.05)
         sizes[v] = (d / "corpus.txt").stat().st_size
-    base = in_subprocess("baseline", root / f"v{VOCABS[0]}")
+    base = in_subprocess("baseline", root / f"v{vocabs[0]}")
     results = {v: (in_subprocess("evaluate", root / f"v{v}"),
-                   in_subprocess("train", root / f"v{v}")) for v in VOCABS}
-    speed = in_subprocess("speed", root)["chars_per_sec"]
+                   in_subprocess("train", root / f"v{v}")) for v in vocabs}
+    speed = in_subprocess("speed", root, speed_vocabs)["chars_per_sec"]
 
     base_rss = base["rss_before"]
-    budget = results[VOCABS[0]][0]["budget"]
+    budget = results[vocabs[0]][0]["budget"]
     say("# Vocabulary size: memory and speed of the RNN path (bench/vocab_bench.py)")
     say()
     say(f"Machine: {os.cpu_count()} CPU(s), {platform.machine()}, Python "
@@ -202,7 +204,7 @@ def run(n_chars: int, root: Path) -> tuple[str, bool]:
         "(B x T x V x 4) | train time | train peak |")
     say("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     ok = True
-    for v in VOCABS:
+    for v in vocabs:
         ev, tr = results[v]
         streams, steps = ev["plan"]
         ev_above = ev["peak"] - base_rss
@@ -217,14 +219,14 @@ def run(n_chars: int, root: Path) -> tuple[str, bool]:
             f"| {'PASS' if passed else 'FAIL'} | {BATCH * SEQ * v * 4 / MIB:.1f} MiB "
             f"| {tr['seconds']:.1f} s | {tr_above / MIB:.0f} MiB |")
     say()
-    nll_ok = all(abs(results[v][0]["nll"]["test"] - np.log(v)) < 0.5 for v in VOCABS)
+    nll_ok = all(abs(results[v][0]["nll"]["test"] - np.log(v)) < 0.5 for v in vocabs)
     listed = ", ".join(f"V {v:,}: {results[v][0]['nll']['test']:.2f} vs {np.log(v):.2f}"
-                       for v in VOCABS)
+                       for v in vocabs)
     say(f"Sanity: the untrained networks score about ln V nats/char on the test split "
         f"({listed}){'' if nll_ok else ' -- FAIL'}.")
     ok &= nll_ok
     say()
-    lo, hi = SPEED_VOCABS
+    lo, hi = speed_vocabs
     c_lo, c_hi = speed[str(lo)], speed[str(hi)]
     flops = (HIDDEN + hi) / (HIDDEN + lo)
     say(f"Training speed, hidden {HIDDEN}, batch {BATCH} x {SEQ}, best of {SPEED_REPEATS} x "
@@ -236,10 +238,22 @@ def run(n_chars: int, root: Path) -> tuple[str, bool]:
     return "\n".join(rows) + "\n", ok
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def _show(sizes: tuple[int, ...]) -> str:
+    return ",".join(map(str, sizes))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chars", type=int, default=DEFAULT_CHARS,
                     help=f"characters per corpus (default {DEFAULT_CHARS:,})")
+    ap.add_argument("--vocabs", type=_sizes, default=VOCABS,
+                    help=f"vocabulary sizes to measure (default {_show(VOCABS)})")
+    ap.add_argument("--speed-vocabs", type=_sizes, default=SPEED_VOCABS,
+                    help=f"the two sizes to compare chars/s of (default {_show(SPEED_VOCABS)})")
     ap.add_argument("--no-write", action="store_true", help="never write bench/RESULTS.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -247,11 +261,18 @@ def main() -> None:
     if args.worker:
         import json
 
-        print(json.dumps(worker(args.worker, args.workdir)))
+        print(json.dumps(worker(args.worker, args.workdir, args.speed_vocabs)))
         return
+    if len(args.speed_vocabs) != 2 or min(args.vocabs + args.speed_vocabs) < 2:
+        sys.exit("--speed-vocabs takes two sizes, and every size must be >= 2")
+    if args.chars < max(args.vocabs + args.speed_vocabs):
+        sys.exit(f"--chars {args.chars} cannot hold {max(args.vocabs + args.speed_vocabs)} "
+                 "distinct characters")
     with tempfile.TemporaryDirectory(prefix="charlab-vocab-") as tmp:
-        report, ok = run(args.chars, Path(tmp))
-    if not args.no_write:
+        report, ok = run(args.chars, Path(tmp), args.vocabs, args.speed_vocabs)
+    default = (args.chars, args.vocabs, args.speed_vocabs) == (DEFAULT_CHARS, VOCABS,
+                                                               SPEED_VOCABS)
+    if default and not args.no_write:
         update_section("vocab", re.sub(r"^(#+) ", r"#\1 ", report, flags=re.M))
         print(f"\nwrote the vocab section of {RESULTS.relative_to(REPO)}")
     sys.exit(0 if ok else 1)
