@@ -23,20 +23,18 @@ import os
 import platform
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from results import RESULTS, update_section  # bench/ is the script's own folder
+from _common import MIB, measure, run_worker  # bench/ is the script's own folder
+from results import RESULTS, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-MIB = 1 << 20
 
 
 # --- the baseline: the lecture's code, ported to Python 3 (file -> open, xrange -> range,
@@ -60,19 +58,6 @@ def train_char_lm(fname, order=4):
 
 
 # --- measuring -----------------------------------------------------------------------------
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-
 
 def best_of(fn, repeat: int) -> tuple[float, object]:
     best, out = float("inf"), None
@@ -113,18 +98,10 @@ def worker(kind: str, corpus: str, order: int, vocab_size: int) -> dict:
     else:
         raise ValueError(kind)
     trace = kind == "big"
+    out, m = measure(call, trace=trace)
+    res = {"seconds": m["seconds"], "rss_delta_mib": (m["peak"] - m["rss_before"]) / MIB}
     if trace:
-        tracemalloc.start()
-    before = _status_kib("VmRSS")
-    _reset_peak()
-    t = time.perf_counter()
-    out = call()
-    seconds = time.perf_counter() - t
-    peak = _status_kib("VmHWM")
-    res = {"seconds": seconds, "rss_delta_mib": (peak - before) / 1024}
-    if trace:
-        res["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / MIB
-        tracemalloc.stop()
+        res["tracemalloc_peak_mib"] = m["traced_peak"] / MIB
     if isinstance(out, NGramLM):
         res["entries"] = out.num_params()
         res["table_mib"] = sum(k.nbytes + c.nbytes
@@ -133,10 +110,8 @@ def worker(kind: str, corpus: str, order: int, vocab_size: int) -> dict:
 
 
 def in_subprocess(kind: str, corpus: str, order: int, vocab_size: int = 0) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--corpus", corpus,
-                          "--order", str(order), "--vocab-size", str(vocab_size)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker([__file__, "--worker", kind, "--corpus", corpus, "--order", str(order),
+                       "--vocab-size", str(vocab_size)], kind)
 
 
 # --- the big corpus ------------------------------------------------------------------------
@@ -235,8 +210,8 @@ def run(corpus: str, big_mb: int) -> str:
     t_kn, lp = best_of(lambda: m5.log_probs(test), 3)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ngram10.npz"
-        t_save, _ = best_of(lambda: model.save(path), 1)
-        t_load, _ = best_of(lambda: NGramLM.load(path), 3)
+        t_save, _ = best_of(lambda: model.save(path, vocab), 1)
+        t_load, _ = best_of(lambda: NGramLM.load(path, vocab), 3)
         size = path.stat().st_size / MIB
     say("## Scoring and files")
     say()

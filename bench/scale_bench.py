@@ -69,20 +69,18 @@ import operator
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from results import RESULTS, update_section  # bench/ is the script's own folder
+from _common import KIB, MIB, measure, run_worker, status  # bench/: the script's own folder
+from results import RESULTS, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-MB, MIB, KIB = 1_000_000, 1 << 20, 1 << 10
+MB = 1_000_000
 DEFAULT_MB = 200
 
 # What the stages use (params.yaml defaults).
@@ -162,44 +160,6 @@ def _word_salad(rng: np.random.Generator):
 
 # --- measuring (runs in a fresh subprocess) -----------------------------------------------
 
-def _status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-                out[key] = int(rest.split()[0]) * KIB
-    return out
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-
-
-class _Sampler(threading.Thread):
-    """Peak anonymous and file-backed RSS, sampled every 5 ms."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.anon = self.file = 0
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        s = _status()
-        self.anon = max(self.anon, s["RssAnon"])
-        self.file = max(self.file, s["RssFile"] + s.get("RssShmem", 0))
-
-    def run(self) -> None:
-        while not self._stop_event.wait(0.005):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        self.sample()
-
-
 def _plain_read(path: Path) -> float:
     """Seconds to read ``path`` once into a reused 1 MiB buffer (the time reference)."""
     buf = bytearray(MIB)
@@ -214,10 +174,10 @@ def _bytes_per_fault(path: Path) -> float:
     """Bytes of ``path``'s (cached) pages a fresh mapping makes resident per 1-byte read."""
     ids = np.memmap(path, dtype=np.uint8, mode="r")
     n = max(1, min(16, len(ids) // (4 * MIB)))  # reads 4 MiB or more apart
-    before = _status()["RssFile"]
+    before = status()["RssFile"]
     for i in range(n):
         int(ids[i * (len(ids) // n)])
-    return (_status()["RssFile"] - before) / n
+    return (status()["RssFile"] - before) / n
 
 
 def worker(kind: str, workdir: Path) -> dict:
@@ -263,25 +223,9 @@ def worker(kind: str, workdir: Path) -> dict:
         raise ValueError(kind)
 
     res["read_seconds"] = _plain_read(source) if source is not None else 0.0
-    trace = kind == "ngram"  # numpy registers its buffers with tracemalloc
-    if trace:
-        tracemalloc.start()
-    sampler = _Sampler()
-    before = _status()
-    _reset_peak()
-    sampler.start()
-    t = time.perf_counter()
-    out = call()
-    res["seconds"] = time.perf_counter() - t
-    sampler.stop()
-    if trace:
-        res["traced_peak"] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    after = _status()
-    res.update(rss_before=before["VmRSS"], peak=after["VmHWM"],
-               anon_before=before["RssAnon"], anon_peak=sampler.anon,
-               file_before=before["RssFile"] + before.get("RssShmem", 0),
-               file_peak=sampler.file, file_after=after["RssFile"] + after.get("RssShmem", 0))
+    # numpy registers its buffers with tracemalloc: the n-gram fit's exact peak
+    out, measured = measure(call, trace=kind == "ngram")
+    res.update(measured)
     if kind == "train":
         res["fault_bytes"] = _bytes_per_fault(tokens)
     if isinstance(out, NGramLM):
@@ -293,11 +237,7 @@ def worker(kind: str, workdir: Path) -> dict:
 
 
 def in_subprocess(kind: str, workdir: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--workdir", str(workdir)],
-                         capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"worker {kind} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker([__file__, "--worker", kind, "--workdir", str(workdir)], kind)
 
 
 # --- the report ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def main() -> None:
     for order in p.orders:
         model = full.with_order(order)
         path = ngram_file(args.out_dir, order)
-        model.save(path)
+        model.save(path, corpus.vocab)  # the file records its vocabulary
         print(f"ngram: order {order}: {model.num_params():,} table entries -> {path}")
 
 

@@ -94,7 +94,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     corpus = Corpus.load(*paths)
     for order in (1, 3):
         NGramLM.fit(corpus.split("train"), corpus.vocab.size, order).save(
-            d / f"ngram{order}.npz")
+            d / f"ngram{order}.npz", corpus.vocab)
     train(parse(TrainParams, TINY, "train.lstm2"), corpus, checkpoint_path=d / "lstm2.pt",
           curve_path=d / "lstm2.csv", name="lstm2", progress=False)
     files = {"ngram1": d / "ngram1.npz", "ngram3": d / "ngram3.npz", "lstm2": d / "lstm2.pt"}

@@ -46,6 +46,7 @@ from charlab.checkpoint import (
     CheckpointError,
     load_checkpoint,
 )
+from charlab.checkpoint import save as save_checkpoint
 from charlab.cli import main as cli_main
 from charlab.corpus import DownloadError, download
 from charlab.encoding import Corpus, CorpusError, Vocab, encode_corpus
@@ -749,7 +750,7 @@ def test_refusing_a_malicious_checkpoint_gives_no_unsafe_advice(tmp_path: Path,
 def test_malicious_ngram_file_never_runs_its_code(tmp_path: Path) -> None:
     write_malicious(tmp_path / "ngram2.npz", tmp_path / "marker", "npz")
     with pytest.raises(NGramFileError, match=r"ngram2\.npz: not a readable charlab n-gram file"):
-        NGramLM.load(tmp_path / "ngram2.npz")
+        NGramLM.load(tmp_path / "ngram2.npz", Vocab(("a", "b")))
     assert not (tmp_path / "marker").exists()
 
 
@@ -762,7 +763,7 @@ def test_malicious_ngram_file_never_runs_its_code(tmp_path: Path) -> None:
     ("zeros", r"models/rnn\.pt: not a readable checkpoint"),
     ("foreign", r"models/rnn\.pt: a torch file, but not a charlab RNN checkpoint$"),
     ("ngram_as_pt", r"models/rnn\.pt: not a readable checkpoint"),
-    ("version", r"models/rnn\.pt: checkpoint format version 99; this charlab reads version 1$"),
+    ("version", r"models/rnn\.pt: checkpoint format version 99; this charlab reads version 2$"),
     ("bad_config", r"models/rnn\.pt: damaged charlab checkpoint: unknown model config key"),
 ], ids=["other-vocab", "truncated", "zeros", "foreign-torch", "ngram-as-pt", "version",
         "bad-config"])
@@ -787,7 +788,8 @@ def test_mismatched_or_damaged_checkpoint_in_the_cli(ws: Path, capsys, monkeypat
     elif damage == "version":
         torch.save({**obj, "version": 99}, ckpt)
     else:
-        torch.save({**obj, "model_config": {**obj["model_config"], "heads": 4}}, ckpt)
+        # resealed with its checksum, so the damage reaches the config check
+        save_checkpoint({**obj, "model_config": {**obj["model_config"], "heads": 4}}, ckpt)
     monkeypatch.chdir(ws)
     with pytest.raises(SystemExit) as e:
         cli_main(["sample", "rnn", "--length", "5"])
@@ -941,9 +943,9 @@ def test_disk_full_leaves_the_previous_output(ws: Path, disk_full, fault_server,
             download(fault_server.url, "data/raw/corpus.txt", retries=3, backoff=0.01)
         elif what == "ngram":
             NGramLM.fit(corpus.split("train"), corpus.vocab.size, 4).save(
-                "models/ngram/ngram2.npz")
+                "models/ngram/ngram2.npz", corpus.vocab)
         elif what == "metrics":
-            models = {"ngram2": NGramLM.load("models/ngram/ngram2.npz")}
+            models = {"ngram2": NGramLM.load("models/ngram/ngram2.npz", corpus.vocab)}
             write_metrics(evaluate(models, corpus), "metrics/metrics.csv",
                           "metrics/metrics.json", "metrics/test_bpc.csv")
         else:

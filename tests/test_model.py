@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charlab.lm import LanguageModel, generate, score
-from charlab.model import RNNLM, CharRNN, ModelConfig, dropout
+from charlab.model import RNNLM, SCORE_LOGITS_BYTES, CharRNN, ModelConfig, dropout
 from charlab.runtime import dtype_trace
 
 
@@ -202,6 +202,55 @@ def test_log_probs_short_text_is_one_exact_stream() -> None:
     np.testing.assert_allclose(RNNLM(m, "cpu").log_probs(ids), sequential_log_probs(m, ids),
                                rtol=1e-5, atol=1e-6)
     assert RNNLM(m, "cpu").log_probs(ids[:1]).shape == (0,)
+
+
+def logits_bytes(m: CharRNN) -> list[int]:
+    """Bytes of every logits tensor the output layer produces from now on."""
+    sizes: list[int] = []
+    m.register_forward_hook(
+        lambda _mod, _inp, out: sizes.append(out[0].numel() * out[0].element_size()))
+    return sizes
+
+
+def test_scoring_memory_is_bounded_for_a_large_vocabulary() -> None:
+    """Issue 12: 256 x 256 x V logits at once (22 GB at V = 66,000). With V = 2,000 and 39
+    streams, 256 steps per call would be 80 MB; the budget cuts the steps per call and
+    leaves the streams, so the scores are those of the unbounded pass."""
+    m = make(vocab=2000, hidden_size=8)
+    ids = text_ids(40_000, vocab=2000)
+    sizes = logits_bytes(m)
+    lm = RNNLM(m, "cpu")
+    got = lm.log_probs(ids)
+    assert max(sizes) <= SCORE_LOGITS_BYTES
+    assert lm._plan(len(ids) - 1) == (39, 215)
+    # same streams, 16 steps per call: the same scores up to float32 rounding
+    np.testing.assert_allclose(got, RNNLM(m, "cpu", chunk=16).log_probs(ids), rtol=1e-6,
+                               atol=1e-5)
+    # the first stream is exactly a sequential pass from the empty state
+    np.testing.assert_allclose(got[:1000], sequential_log_probs(m, ids[:1001]), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("budget,streams", [(50 * 4 * 8, 8), (50 * 4 - 1, 1)])
+def test_scoring_budget_below_one_step_runs_fewer_streams(budget: int, streams: int) -> None:
+    m = make(vocab=50, layers=2, hidden_size=24)
+    ids = text_ids(5000, vocab=50)
+    sizes = logits_bytes(m)
+    lm = RNNLM(m, "cpu", burn_in=64, max_logits_bytes=budget)
+    assert lm._plan(len(ids) - 1) == (streams, 1)
+    got = lm.log_probs(ids)
+    # V * 4 bytes (one stream, one step) is the floor, whatever the budget
+    assert max(sizes) <= max(budget, 50 * 4)
+    seq = sequential_log_probs(m, ids)
+    np.testing.assert_allclose(got, seq, atol=1e-4)
+    np.testing.assert_allclose(got[:200], seq[:200], rtol=1e-5, atol=1e-6)
+    if streams == 1:  # one stream, no burn-in: the sequential pass itself
+        np.testing.assert_allclose(got, seq, rtol=1e-5, atol=1e-5)
+
+
+def test_scoring_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_logits_bytes"):
+        RNNLM(make(), "cpu", max_logits_bytes=0)
 
 
 def test_start_step_agree_with_log_probs() -> None:

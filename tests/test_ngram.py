@@ -26,6 +26,15 @@ def ids_of(text: str, chars: str = "ab") -> np.ndarray:
     return np.array([chars.index(c) for c in text], dtype=np.int64)
 
 
+AB = Vocab(("a", "b"))
+
+
+def vocab_of(size: int) -> Vocab:
+    """``size`` characters: ASCII letters first, then private-use code points (no surrogates)."""
+    return Vocab(tuple(chr(c) for c in [*range(97, 97 + min(size, 26)),
+                                         *range(0xE000, 0xE000 + max(0, size - 26))]))
+
+
 # --- a plain-Python reference: dicts, straight from the definitions ----------------------
 
 def ref_counts(ids: list[int], vocab_size: int, order: int) -> list[Counter]:
@@ -391,9 +400,9 @@ def test_save_load_round_trip(tmp_path: Path, vocab_size: int, order: int,
     ids = np.random.default_rng(5).integers(0, 3, size=500)
     m = NGramLM.fit(ids, vocab_size, order, smoothing=smoothing, add_k=0.2)
     path = tmp_path / "m.npz"
-    m.save(path)
+    m.save(path, vocab_of(vocab_size))
     assert os.listdir(tmp_path) == ["m.npz"]  # no temp file left behind
-    back = NGramLM.load(path)
+    back = NGramLM.load(path, vocab_of(vocab_size))
     assert (back.vocab_size, back.order, back.smoothing, back.add_k) == \
         (vocab_size, order, smoothing, 0.2)
     assert back.num_params() == m.num_params()
@@ -402,15 +411,15 @@ def test_save_load_round_trip(tmp_path: Path, vocab_size: int, order: int,
 
 def test_save_keeps_a_per_level_discount(tmp_path: Path) -> None:
     m = NGramLM.fit(ids_of("abab"), 2, 1, discount=[0.25, 0.5])
-    m.save(tmp_path / "m.npz")
-    assert NGramLM.load(tmp_path / "m.npz").discount == [0.25, 0.5]
+    m.save(tmp_path / "m.npz", AB)
+    assert NGramLM.load(tmp_path / "m.npz", AB).discount == [0.25, 0.5]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip", "other_npz", "npy",
                                     "bad_counts"])
 def test_load_rejects_damaged_files(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "m.npz"
-    NGramLM.fit(ids_of("abababba"), 2, 2).save(path)
+    NGramLM.fit(ids_of("abababba"), 2, 2).save(path, AB)
     data = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(data[:len(data) // 2])
@@ -433,12 +442,65 @@ def test_load_rejects_damaged_files(tmp_path: Path, damage: str) -> None:
         with open(path, "wb") as f:
             np.savez(f, **arrays)
     with pytest.raises(NGramFileError, match="m.npz"):
-        NGramLM.load(path)
+        NGramLM.load(path, AB)
 
 
 def test_load_missing_file_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        NGramLM.load(tmp_path / "nope.npz")
+        NGramLM.load(tmp_path / "nope.npz", AB)
+
+
+def test_file_records_its_vocabulary(tmp_path: Path) -> None:
+    """Issue 12: the file stored only the vocabulary's size, so a table counted on another
+    vocabulary of the same size loaded and scored confident nonsense."""
+    path = tmp_path / "m.npz"
+    NGramLM.fit(ids_of("abababba"), 2, 2).save(path, AB)
+    with np.load(path, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["vocab"], [ord("a"), ord("b")])
+        assert z["vocab"].dtype == np.uint32 and int(z["version"]) == 2
+    assert NGramLM.load(path, Vocab(("a", "b"))).vocab_size == 2
+    with pytest.raises(NGramFileError) as e:
+        NGramLM.load(path, Vocab(("a", "c")))  # same size, one character swapped
+    assert str(e.value) == (
+        f"{path}: counted on a different vocabulary (2 chars) than this corpus (2 chars; "
+        "only in the corpus: 'c'; only in the model: 'b'); rebuild it (`dvc repro`)")
+    with pytest.raises(NGramFileError, match="counted on a different vocabulary"):
+        NGramLM.load(path, Vocab(("a", "b", "c")))
+    with pytest.raises(ValueError, match="a vocabulary of 3 for a model of 2"):
+        NGramLM.fit(ids_of("abab"), 2, 1).save(path, Vocab(("a", "b", "c")))
+
+
+def test_file_without_vocabulary_asks_for_a_rebuild(tmp_path: Path) -> None:
+    """A file written before the vocabulary was stored (format version 1)."""
+    path = tmp_path / "ngram2.npz"
+    NGramLM.fit(ids_of("abababba"), 2, 2).save(path, AB)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "vocab"}
+    arrays["version"] = np.array(1, dtype=np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(NGramFileError) as e:
+        NGramLM.load(path, AB)
+    assert str(e.value) == (f"{path}: n-gram file format version 1, which does not record "
+                            "its vocabulary; this charlab reads version 2: rerun `dvc repro` "
+                            "to rebuild it")
+
+
+@pytest.mark.parametrize("vocab", [np.array([98, 97], dtype=np.uint32),
+                                   np.array([97, 97], dtype=np.uint32),
+                                   np.array([97, 0x110000], dtype=np.uint32),
+                                   np.array([97, 98], dtype=np.int64),
+                                   np.array([97], dtype=np.uint32)],
+                         ids=["unsorted", "repeated", "beyond-unicode", "int64", "short"])
+def test_damaged_vocabulary_in_the_file(tmp_path: Path, vocab: np.ndarray) -> None:
+    path = tmp_path / "m.npz"
+    NGramLM.fit(ids_of("abababba"), 2, 2).save(path, AB)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {**{k: z[k] for k in z.files}, "vocab": vocab}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(NGramFileError, match=r"m\.npz: not a valid charlab n-gram file: "):
+        NGramLM.load(path, AB)
 
 
 # --- errors ------------------------------------------------------------------------------

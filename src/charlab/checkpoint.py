@@ -5,11 +5,16 @@
 - the resume state (``<checkpoint>.state``): everything needed to continue bit for bit.
 
 Both are ``torch.save`` files of plain dicts of tensors, numbers and strings, read with
-``weights_only=True`` so nothing in them can run code.
+``weights_only=True`` so nothing in them can run code. Each carries a ``checksum``: the
+sha256 of everything else in it (every tensor's dtype, shape and bytes, every key and
+value, in the file's own order), written by :func:`save` and checked by :func:`read`. A
+torch zip checks neither its tensor bytes nor its records' CRCs on load, so without it
+2,000 overwritten bytes inside a weight tensor load as a different model without a word.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from collections.abc import Callable
@@ -25,7 +30,9 @@ from charlab.model import CharRNN, ModelConfig
 
 CHECKPOINT_FORMAT = "charlab-rnn-checkpoint"
 STATE_FORMAT = "charlab-rnn-train-state"
-FORMAT_VERSION = 1
+# 2: files carry a checksum (version 1 files have none: rerun `dvc repro` to retrain)
+FORMAT_VERSION = 2
+CHECKSUM_KEY = "checksum"
 
 
 class CheckpointError(CharlabError):
@@ -57,11 +64,45 @@ def to_device(obj: Any, device: torch.device) -> Any:
 
 
 
+def _feed(h: Any, obj: Any) -> None:
+    """Hash ``obj`` into ``h``: a type tag and a length before every value, so no two
+    different objects feed the same bytes."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        data = t.view(torch.uint8).numpy() if t.numel() else b""
+        h.update(f"T{str(obj.dtype)}{tuple(obj.shape)}:{len(data)}:".encode())
+        h.update(data)
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):  # one tag: a tuple may load back as a list
+        h.update(f"L{len(obj)}:".encode())
+        for v in obj:
+            _feed(h, v)
+    elif obj is None or isinstance(obj, (bool, int, float, str)):
+        text = f"{type(obj).__name__}:{obj!r}".encode("utf-8", "surrogatepass")
+        h.update(f"S{len(text)}:".encode())
+        h.update(text)
+    else:
+        raise TypeError(f"cannot checksum a {type(obj).__name__} in a checkpoint")
+
+
+def checksum(obj: dict) -> str:
+    """sha256 (hex) of a checkpoint dict without its checksum entry."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in obj.items() if k != CHECKSUM_KEY})
+    return h.hexdigest()
+
+
 def save(obj: dict, path: Path) -> None:
+    """Write ``obj`` with its :func:`checksum`, atomically."""
+    sealed = {**obj, CHECKSUM_KEY: checksum(obj)}
     # a file object: a failed write (disk full) surfaces as Python's OSError, which
     # atomic_path turns into one clear OutputError
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        torch.save(sealed, f)
 
 
 def read(path: str | os.PathLike, device: torch.device | str) -> dict:
@@ -82,9 +123,22 @@ def read(path: str | os.PathLike, device: torch.device | str) -> dict:
         ) from None
     if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, STATE_FORMAT):
         raise CheckpointError(f"{path}: a torch file, but not a charlab RNN checkpoint")
-    if obj.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}; "
-                              f"this charlab reads version {FORMAT_VERSION}")
+    version = obj.get("version")
+    if version != FORMAT_VERSION:
+        old = isinstance(version, int) and version < FORMAT_VERSION
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}; this charlab "
+                              f"reads version {FORMAT_VERSION}"
+                              + ("; rerun `dvc repro` to retrain it" if old else ""))
+    try:
+        ok = obj.get(CHECKSUM_KEY) == checksum(obj)
+    except TypeError:  # a value charlab never writes
+        ok = False
+    if not ok:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: its checksum does not match its contents (tensors "
+            "or settings changed since training wrote it); restore it (`dvc checkout`) or "
+            "retrain it (`dvc repro`)"
+        )
     return obj
 
 

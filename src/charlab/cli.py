@@ -164,7 +164,7 @@ def cmd_ngram_show(args: argparse.Namespace) -> None:
 
     vocab = _ngram_vocab(args)
     _encode(vocab, args.history, "history")  # names any character outside the vocabulary
-    model = NGramLM.load(_ngram_path(args))
+    model = NGramLM.load(_ngram_path(args), vocab)
     print(format_distribution(model, vocab.chars, args.history, top=args.top))
 
 
@@ -175,7 +175,7 @@ def cmd_ngram_export(args: argparse.Namespace) -> None:
     if Path(args.out).is_dir():
         raise CharlabError(f"{args.out}: is a directory; give the ARPA file's name")
     vocab, path = _ngram_vocab(args), _ngram_path(args)
-    model = NGramLM.load(path)
+    model = NGramLM.load(path, vocab)  # refuses a table of another vocabulary
     if (args.smoothing or model.smoothing) == "addk":
         whose = "--smoothing addk" if args.smoothing else "the table's add-k smoothing " \
             "(ngram.smoothing)"

@@ -47,7 +47,7 @@ def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> La
     if path.suffix == NGRAM_SUFFIX:
         from charlab.ngram import NGramLM
 
-        model = NGramLM.load(path)
+        model = NGramLM.load(path, vocab)  # refuses a table of another vocabulary
     elif path.suffix == CHECKPOINT_SUFFIX:
         from charlab.checkpoint import load_checkpoint
         from charlab.model import RNNLM

@@ -34,10 +34,13 @@ with three discounts per level (``"mkn"``, Chen & Goodman) or add-k on the full-
 built on first use and cached.
 
 File format: an uncompressed ``.npz`` (zip of ``.npy`` arrays): per level one sorted int64
-key array and one count array, plus a small header. Raw arrays load with a ``read`` each, no
-decompression and no pickle (loaded with ``allow_pickle=False``), and the sorted keys are
-exactly the in-memory search structure, so a loaded model is usable at once. Derived
-statistics are not stored: they are cheap to rebuild and would double the file.
+key array and one count array, plus a small header and the vocabulary the ids stand for
+(its characters' code points, ``vocab``), which :meth:`NGramLM.load` checks against the
+corpus's: a table counted on another vocabulary of the same size is refused, not used.
+Raw arrays load with a ``read`` each, no decompression and no pickle (loaded with
+``allow_pickle=False``), and the sorted keys are exactly the in-memory search structure, so
+a loaded model is usable at once. Derived statistics are not stored: they are cheap to
+rebuild and would double the file.
 """
 
 from __future__ import annotations
@@ -51,13 +54,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from charlab.encoding import Vocab
 from charlab.errors import CharlabError
 from charlab.io import atomic_path, drop_mapped_pages
 
 Smoothing = Literal["kn", "mkn", "addk"]
 SMOOTHINGS: tuple[str, ...] = ("kn", "mkn", "addk")
 FORMAT = "charlab-ngram"
-VERSION = 1
+VERSION = 2  # 2: the file holds its vocabulary (version 1 held only its size)
 INT64_MAX = np.iinfo(np.int64).max
 DEFAULT_CHUNK = 1 << 21  # positions per counting chunk: ~16 MiB of int64 keys
 SCORE_BLOCK = 1 << 16  # positions per scoring block, bounds log_probs' memory
@@ -527,11 +531,15 @@ class NGramLM:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write an uncompressed .npz atomically (the old file or the new one, never half)."""
+    def save(self, path: str | os.PathLike, vocab: Vocab) -> None:
+        """Write an uncompressed .npz atomically (the old file or the new one, never half),
+        with ``vocab``, the characters the ids stand for."""
+        if vocab.size != self.vocab_size:
+            raise ValueError(f"a vocabulary of {vocab.size} for a model of {self.vocab_size}")
         arrays: dict[str, np.ndarray] = {
             "format": np.array(FORMAT),
             "version": np.array(VERSION, dtype=np.int64),
+            "vocab": np.array([ord(c) for c in vocab.chars], dtype=np.uint32),
             "meta": np.array([self.vocab_size, self.order, self.n_chars], dtype=np.int64),
             "smoothing": np.array(self.smoothing),
             "add_k": np.array(self.add_k, dtype=np.float64),
@@ -545,8 +553,9 @@ class NGramLM:
             np.savez(f, **arrays)  # a file object: savez would append .npz to a name
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> NGramLM:
-        """Read a file written by :meth:`save`; :class:`NGramFileError` if it is not one."""
+    def load(cls, path: str | os.PathLike, vocab: Vocab) -> NGramLM:
+        """Read a file written by :meth:`save`; :class:`NGramFileError` if it is not one,
+        or if it was counted on another vocabulary than ``vocab``."""
         try:
             z = np.load(path, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
@@ -557,16 +566,25 @@ class NGramLM:
             raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
             raise NGramFileError(f"{path}: not a readable charlab n-gram file ({e})") from None
-        return cls._from_arrays(arrays, str(path))
+        return cls._from_arrays(arrays, str(path), vocab)
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], where: str) -> NGramLM:
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], where: str, vocab: Vocab) -> NGramLM:
         def bad(why: str) -> NGramFileError:
             return NGramFileError(f"{where}: not a valid charlab n-gram file: {why}")
 
         try:
-            if str(arrays["format"]) != FORMAT or int(arrays["version"]) != VERSION:
+            version = int(arrays["version"]) if str(arrays["format"]) == FORMAT else None
+        except (KeyError, ValueError, TypeError):
+            version = None
+        if version is not None and version < VERSION:
+            raise NGramFileError(f"{where}: n-gram file format version {version}, which does "
+                                 f"not record its vocabulary; this charlab reads version "
+                                 f"{VERSION}: rerun `dvc repro` to rebuild it")
+        try:
+            if version != VERSION:
                 raise ValueError(f"header is not {FORMAT!r} version {VERSION}")
+            stored = _stored_vocab(arrays["vocab"])
             vocab_size, order, n_chars = (int(x) for x in arrays["meta"])
             keys = [arrays[f"keys_{lv}"] for lv in range(order + 1)]
             counts = [arrays[f"counts_{lv}"] for lv in range(order + 1)]
@@ -575,6 +593,13 @@ class NGramLM:
             disc_arr = arrays["discount"]
         except (KeyError, ValueError, TypeError) as e:
             raise bad(f"missing or malformed field ({e})") from None
+        if len(stored) != vocab_size:
+            raise bad(f"vocabulary of {len(stored)} characters for a model of {vocab_size}")
+        if stored != vocab:
+            raise NGramFileError(
+                f"{where}: counted on a different vocabulary ({stored.size} chars) than this "
+                f"corpus ({vocab.size} chars{vocab.difference(stored)}); rebuild it "
+                "(`dvc repro`)")
         discount = None if disc_arr.size == 0 else (
             float(disc_arr[0]) if disc_arr.size == 1 else [float(d) for d in disc_arr])
         _validate_tables(keys, counts, vocab_size, order, n_chars, bad)
@@ -802,6 +827,15 @@ class NGramLM:
         safe = np.where(seen, den, 1.0)
         p = (np.maximum(a - d, 0.0) + back * lower) / safe
         return np.where(seen, p, lower)  # unseen history: all weight to the level below
+
+
+def _stored_vocab(codes: np.ndarray) -> Vocab:
+    """The :class:`Vocab` a file's ``vocab`` array of code points stands for."""
+    if codes.ndim != 1 or codes.dtype != np.uint32:
+        raise ValueError(f"vocab is not a 1-d uint32 array ({codes.dtype}, {codes.shape})")
+    if len(codes) and (int(codes.max()) > 0x10FFFF or np.any(np.diff(codes.astype(np.int64)) <= 0)):
+        raise ValueError("vocab is not a sorted list of distinct code points")
+    return Vocab(tuple(map(chr, codes.tolist())))
 
 
 def _check_order(order: Any) -> None:
