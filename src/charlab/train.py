@@ -35,12 +35,13 @@ from tqdm import tqdm
 
 from charlab import checkpoint as ckpt
 from charlab import distributed as ddp
+from charlab import finetune, networks
 from charlab.batches import StreamBatches, TrainingError
 from charlab.checkpoint import CheckpointError, default_state_path, to_cpu, to_device
 from charlab.distributed import SINGLE, World
 from charlab.encoding import Corpus
 from charlab.io import atomic_open
-from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
+from charlab.model import Hidden, detach_hidden
 from charlab.params import ParamsError, TrainParams, check_train_split
 from charlab.runtime import DeviceError, cpu_threads, resolve_device, resolve_precision
 
@@ -50,7 +51,7 @@ CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec
 # of these still resumes on its own.
 _RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every", "nproc")
 # Params that fix the network's shape: `resume: true` refuses to continue if they changed.
-_MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size")
+_MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size", "heads", "context")
 
 
 class TrainingDiverged(TrainingError):
@@ -78,15 +79,13 @@ def lr_at(cfg: TrainParams, step: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def model_config(cfg: TrainParams, vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab_size, cell=cfg.cell, layers=cfg.layers,
-                       hidden_size=cfg.hidden_size, dropout=cfg.dropout,
-                       embedding_size=cfg.embedding_size)
+def model_config(cfg: TrainParams, vocab_size: int) -> networks.Config:
+    return networks.config_for(cfg, vocab_size)
 
 
-def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
-    """Character-weighted mean NLL (nats) of ``ids[1:]`` with the hidden state carried."""
-    lp = RNNLM(model, device).log_probs(np.asarray(ids, dtype=np.int64))
+def evaluate_loss(model: networks.Network, ids: np.ndarray, device: torch.device) -> float:
+    """Character-weighted mean NLL (nats) of ``ids[1:]``, scored as evaluate scores it."""
+    lp = networks.language_model(model, device).log_probs(np.asarray(ids, dtype=np.int64))
     return float(-lp.mean())
 
 
@@ -164,7 +163,8 @@ def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k not in _RUN_ONLY_KEYS}
+    # a key added later with a null default (heads, init_from) leaves old states comparable
+    return {k: v for k, v in params.items() if k not in _RUN_ONLY_KEYS and v is not None}
 
 
 def _corpus_id(corpus: Corpus) -> dict[str, Any]:
@@ -215,8 +215,8 @@ def _load_state(path: Path, cfg: TrainParams, corpus: Corpus, device: torch.devi
 def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLike,
           curve_path: str | os.PathLike, name: str = "model",
           state_path: str | os.PathLike | None = None, progress: bool | None = None,
-          on_step: Callable[[int, CharRNN], None] | None = None,
-          world: World = SINGLE) -> TrainResult:
+          on_step: Callable[[int, torch.nn.Module], None] | None = None,
+          world: World = SINGLE, init_path: str | os.PathLike | None = None) -> TrainResult:
     """Train one ``train:`` entry on ``corpus``; write the best checkpoint and loss curve.
 
     ``state_path`` defaults to :func:`default_state_path`. ``progress`` None shows the tqdm
@@ -228,6 +228,10 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
     initialised, see :mod:`charlab.distributed`). Each rank trains on its block of the
     ``batch_size`` streams under DDP, so the global batch and the maths are those of one
     process; rank 0 evaluates and writes every file.
+
+    ``init_path``: the checkpoint ``cfg.init_from`` names (default: that path, or the
+    entry's checkpoint beside ``checkpoint_path``); training starts from its weights
+    (:mod:`charlab.finetune`) unless a resume state continues the run.
     """
     checkpoint_path = Path(checkpoint_path)
     curve_path = Path(curve_path)
@@ -239,9 +243,11 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
     precision = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"train.{name}.precision: bf16 is not supported by this GPU; use fp32")
+    if init_path is None:
+        init_path = finetune.init_path(cfg, checkpoint_path.parent)
     with _threads(cfg.threads):
         return _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
-                    state_path, progress, on_step, world).run()
+                    state_path, progress, on_step, world, init_path).run()
 
 
 class _Run:
@@ -250,8 +256,9 @@ class _Run:
     def __init__(self, cfg: TrainParams, corpus: Corpus, device: torch.device,
                  precision: str, name: str,
                  checkpoint_path: Path, curve_path: Path, state_path: Path,
-                 progress: bool | None, on_step: Callable[[int, CharRNN], None] | None,
-                 world: World) -> None:
+                 progress: bool | None,
+                 on_step: Callable[[int, torch.nn.Module], None] | None,
+                 world: World, init_path: str | os.PathLike | None = None) -> None:
         self.cfg, self.corpus, self.device, self.name = cfg, corpus, device, name
         self.world = world
         self.precision = precision  # fp32 or bf16, "auto" resolved
@@ -273,7 +280,13 @@ class _Run:
                                   cfg.seed, device, rows=rows)
         torch.manual_seed(cfg.seed)
         self.mconfig = model_config(cfg, corpus.vocab.size)
-        self.model = CharRNN(self.mconfig).to(device)
+        self.model = networks.build(self.mconfig)
+        # what the checkpoint records of the weights training started from
+        self.init: dict[str, Any] | None = None
+        if init_path is not None:
+            self.init = finetune.init_weights(self.model, self.mconfig, self.vocab, init_path,
+                                              f"train.{name}.init_from")
+        self.model.to(device)
         self.net: torch.nn.Module = self.model
         if world.distributed:
             # one gradient all-reduce per step, overlapped with the backward pass
@@ -337,7 +350,7 @@ class _Run:
             "rng_cpu": ranks[0][1], "rng_cuda": ranks[0][2],
             "world_size": self.world.size,
             "rng_ranks": [[r[1], r[2]] for r in ranks],
-            "hidden": hidden_all,
+            "hidden": hidden_all, "init": self.init,
             "curve": list(self.curve), "best_val": self.best_val, "best_step": self.best_step,
             "best_model": self.best_weights, "bad_evals": self.bad_evals,
             "acc": [loss_sum, int(loss_count), int(chars), self.train_sec,
@@ -369,6 +382,7 @@ class _Run:
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
         self.best_weights = to_cpu(state["best_model"])
         self.bad_evals = int(state["bad_evals"])
+        self.init = state.get("init", self.init)
         self.stopped_early = bool(state["stopped_early"])
         (self.loss_sum, self.loss_count, self.chars, self.train_sec, self.total_train_sec,
          self.elapsed_before) = state["acc"]
@@ -383,7 +397,8 @@ class _Run:
                 "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
                 "params": dataclasses.asdict(self.cfg), "precision": self.precision,
                 "device": self.device.type,
-                "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights}
+                "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights,
+                "init": self.init}
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
