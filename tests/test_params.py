@@ -142,23 +142,38 @@ def test_gpt_and_rnn_keys_are_errors_on_the_other_kind(entry, message):
         train_models({"train": {"g": entry}})
 
 
-@pytest.mark.parametrize("train,message", [
-    ({"a": {"init_from": "b"}}, r"^train\.a\.init_from: 'b' is neither a \.pt path nor another "
-                                r"entry of train: \(have a\)$"),
-    ({"a": {"init_from": "a"}}, r"^train\.a\.init_from: a cycle of fine-tunes: a -> a$"),
-    ({"a": {"init_from": "b"}, "b": {"init_from": "a"}},
-     r"^train\.b\.init_from: a cycle of fine-tunes: a -> b -> a$"),
+@pytest.mark.parametrize("raw,message", [
+    ({"train": {"a": {"init_from": "b"}}},
+     r"^train\.a\.init_from: a fine-tune is an entry of finetune:, not train: \(its stage, "
+     r"finetune@a, depends on the init checkpoint\); move it there$"),
+    ({"train": {"a": {}}, "finetune": {"b": {}}},
+     r"^finetune\.b\.init_from: missing \(required in finetune:"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "models/a.pt"}}},
+     r"^finetune\.b\.init_from: must name a checkpoint in models/ \(another entry, or one "
+     r"imported there: dvc import <repo> <path> -o models/<name>\.pt\), got 'models/a\.pt'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "b"}}},
+     r"^finetune\.b\.init_from: a cycle of fine-tunes: b -> b$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "c"}, "c": {"init_from": "b"}}},
+     r"^finetune\.c\.init_from: a cycle of fine-tunes: b -> c -> b$"),
+    ({"train": {"a": {}}, "finetune": {"a": {"init_from": "x"}}},
+     r"^finetune\.a: train\.a has this name already"),
+    ({"train": {"a": {}}, "finetune": [1]}, r"^finetune: must map each model name"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a", "lr": "x"}}},
+     r"^finetune\.b\.lr: must be a number"),
 ])
-def test_init_from_entry_errors(train, message):
+def test_finetune_section_errors(raw, message):
     with pytest.raises(ParamsError, match=message):
-        train_models({"train": train})
+        train_models(raw)
 
 
-def test_init_from_accepts_a_path_or_another_entry():
-    models = train_models({"train": {"a": {}, "b": {"init_from": "a"},
-                                     "c": {"init_from": "models/imported/base.pt"}}})
-    assert params.init_entry(models["b"]) == "a"
-    assert params.init_entry(models["c"]) is None and params.init_entry(models["a"]) is None
+def test_finetune_entries_follow_train_entries():
+    raw = {"train": {"a": {}}, "finetune": {"b": {"init_from": "a"}, "c": {"init_from": "base"}}}
+    models = train_models(raw)
+    assert list(models) == ["a", "b", "c"]
+    assert params.init_entry(models["b"]) == "a" and params.init_entry(models["c"]) == "base"
+    assert params.section_of(raw, "b") == "finetune" and params.section_of(raw, "a") == "train"
+    assert params.init_entry(parse(TrainParams, {"init_from": "x/y.pt"}, "t")) is None
+    assert list(train_models({"train": {"a": {}}, "finetune": None})) == ["a"]
 
 
 def test_gpt_split_check_names_context():

@@ -140,7 +140,8 @@ class TrainParams:
     # a GPT trains on windows of `context` characters (its seq_length is context)
     heads: int | None = field(default=None, metadata=_check(positive))
     context: int | None = field(default=None, metadata=_check(positive))
-    # start from these weights: a .pt checkpoint path, or the name of another train: entry
+    # finetune: entries only: start from this checkpoint, models/<init_from>.pt (another
+    # entry's, or one imported there); the library also takes a .pt path
     init_from: str | None = None
 
     def check_given(self, given: set[str], path: str) -> None:
@@ -333,34 +334,62 @@ def check_train_split(cfg: TrainParams, name: str, n_train: int) -> None:
         )
 
 
+def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{section}: must map each model name to its settings")
+    for name, entry in raw.items():
+        key = f"{section}.{name}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
+            raise ParamsError(f"{key}: model names must be letters, digits, _ or -")
+        if re.fullmatch(r"ngram\d+", str(name)):
+            raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
+        if str(name) in out:
+            raise ParamsError(f"{key}: train.{name} has this name already; model names are "
+                              "shared by train: and finetune:")
+        cfg = parse(TrainParams, entry, key)
+        if section == "train" and cfg.init_from is not None:
+            raise ParamsError(
+                f"{key}.init_from: a fine-tune is an entry of finetune:, not train: (its "
+                f"stage, finetune@{name}, depends on the init checkpoint); move it there")
+        if section == "finetune":
+            if cfg.init_from is None:
+                raise ParamsError(f"{key}.init_from: missing (required in finetune:, the "
+                                  "checkpoint to start from)")
+            if init_entry(cfg) is None:
+                raise ParamsError(
+                    f"{key}.init_from: must name a checkpoint in models/ (another entry, or "
+                    f"one imported there: dvc import <repo> <path> -o models/<name>.pt), "
+                    f"got {cfg.init_from!r}")
+        out[str(name)] = cfg
+
+
 def train_models(params: Mapping) -> dict[str, TrainParams]:
-    """Every entry of ``train:``, validated; keys are the model names."""
+    """Every trained model: the entries of ``train:``, then those of ``finetune:`` (optional;
+    each starts from the checkpoint ``init_from`` names); keys are the model names."""
     raw = params.get("train")
     if not isinstance(raw, Mapping) or not raw:
         raise ParamsError("train: must map each model name to its settings")
-    out = {}
-    for name, entry in raw.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
-            raise ParamsError(f"train.{name}: model names must be letters, digits, _ or -")
-        if re.fullmatch(r"ngram\d+", str(name)):
-            raise ParamsError(f"train.{name}: names ngram<order> are reserved for n-gram models")
-        out[str(name)] = parse(TrainParams, entry, f"train.{name}")
+    out: dict[str, TrainParams] = {}
+    _entries(raw, "train", out)
+    _entries(params.get("finetune") or {}, "finetune", out)
     for name in out:
         seen = [name]
-        while (init := init_entry(out[seen[-1]])) is not None:
-            if init not in out:
-                raise ParamsError(
-                    f"train.{seen[-1]}.init_from: {init!r} is neither a .pt path nor another "
-                    f"entry of train: (have {', '.join(out)})")
+        while (init := init_entry(out[seen[-1]])) is not None and init in out:
             if init in seen:
-                raise ParamsError(f"train.{seen[-1]}.init_from: a cycle of fine-tunes: "
+                raise ParamsError(f"finetune.{seen[-1]}.init_from: a cycle of fine-tunes: "
                                   f"{' -> '.join([*seen, init])}")
             seen.append(init)
     return out
 
 
+def section_of(params: Mapping, name: str) -> str:
+    """``train`` or ``finetune``: where model ``name`` is defined (for key paths)."""
+    return "finetune" if name in (params.get("finetune") or {}) else "train"
+
+
 def init_entry(cfg: TrainParams) -> str | None:
-    """The ``train:`` entry that ``init_from`` names, or None (none, or a .pt path)."""
+    """The model name ``init_from`` gives (its checkpoint is ``models/<name>.pt``: another
+    entry's, or one imported there), or None: no init, or a ``.pt`` path (library use)."""
     init = cfg.init_from
     if init is None or init.endswith(".pt") or "/" in init or "\\" in init:
         return None
