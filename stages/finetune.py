@@ -44,7 +44,8 @@ def main() -> None:
 
     with distributed.process_group(world, distributed.device_for(world, device)):
         train(cfg, corpus, checkpoint_path=args.checkpoint, curve_path=args.curve,
-              name=args.model, world=world, init_path=args.init)
+              name=args.model, world=world, init_path=args.init,
+              section="finetune")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ vocabularies, shape errors, the record in the checkpoint, and that it actually h
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,16 @@ def encode(text: str, d: Path) -> Corpus:
     return Corpus.load(d / "vocab.json", d / "tokens.bin", d / "split.json")
 
 
+def B_TEXT() -> str:  # noqa: N802
+    return make_text(30_000, seed=7).replace("k", "ж").replace("?", "%")
+
+
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Corpus, Corpus]:
     """A, and B: other text in the same style with 'k' and '?' gone and 'ж', '%' new."""
     d = tmp_path_factory.mktemp("corpora")
     a = encode(make_text(30_000, seed=0), d / "a")
-    b_text = make_text(30_000, seed=7).replace("k", "ж").replace("?", "%")
-    b = encode(b_text, d / "b")
+    b = encode(B_TEXT(), d / "b")
     assert {"ж", "%"} == set(b.vocab.chars) - set(a.vocab.chars)
     assert {"k", "?"} == set(a.vocab.chars) - set(b.vocab.chars)
     return a, b
@@ -179,3 +183,35 @@ def test_the_finetune_stage_depends_on_its_init_checkpoint(tmp_path, http_dir) -
     (repo / "models/base.pt").write_bytes((repo / "models/ft.pt").read_bytes())  # replaced
     run(["dvc", "add", "models/base.pt"], repo)
     assert stages_run(run(["dvc", "repro", "finetune@ft2"], repo)) == {"finetune@ft2"}
+
+
+def test_the_finetune_stage_reports_a_shape_error_in_one_line(corpora, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import REPO
+
+    a, _ = corpora
+    fit(cfg("rnn-onehot", max_steps=2), a, tmp_path, "a")
+    entry = {k: v for k, v in RNN.items() if k != "eval_every"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "train": {"a": entry}, "finetune": {"ft": {**entry, "hidden_size": 16,
+                                                   "init_from": "a"}}}))
+    enc = tmp_path / "b"
+    encode(B_TEXT(), enc)
+    args = ["--params", str(tmp_path / "params.yaml"), "--model", "ft", "--init",
+            str(tmp_path / "a.pt"), "--vocab", str(enc / "vocab.json"), "--tokens",
+            str(enc / "tokens.bin"), "--splits", str(enc / "split.json"), "--checkpoint",
+            str(tmp_path / "ft.pt"), "--curve", str(tmp_path / "ft.csv")]
+    proc = subprocess.run([sys.executable, str(REPO / "stages/finetune.py"), *args],
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: finetune.ft.init_from: "), lines
+    assert lines[0].endswith("a.pt has shape {cell: rnn, layers: 1, hidden_size: 32, "
+                             "embedding_size: 0}, this entry {cell: rnn, layers: 1, "
+                             "hidden_size: 16, embedding_size: 0}; fine-tuning needs the same "
+                             "shape")
+    assert not (tmp_path / "ft.pt").exists() and not (tmp_path / "ft.csv").exists()

@@ -216,7 +216,8 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
           curve_path: str | os.PathLike, name: str = "model",
           state_path: str | os.PathLike | None = None, progress: bool | None = None,
           on_step: Callable[[int, torch.nn.Module], None] | None = None,
-          world: World = SINGLE, init_path: str | os.PathLike | None = None) -> TrainResult:
+          world: World = SINGLE, init_path: str | os.PathLike | None = None,
+          section: str = "train") -> TrainResult:
     """Train one ``train:`` entry on ``corpus``; write the best checkpoint and loss curve.
 
     ``state_path`` defaults to :func:`default_state_path`. ``progress`` None shows the tqdm
@@ -231,7 +232,8 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
 
     ``init_path``: the checkpoint ``cfg.init_from`` names (default: that path, or the
     entry's checkpoint beside ``checkpoint_path``); training starts from its weights
-    (:mod:`charlab.finetune`) unless a resume state continues the run.
+    (:mod:`charlab.finetune`) unless a resume state continues the run. ``section``: the
+    params section of the entry, for the key path of its errors.
     """
     checkpoint_path = Path(checkpoint_path)
     curve_path = Path(curve_path)
@@ -247,7 +249,7 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
         init_path = finetune.init_path(cfg, checkpoint_path.parent)
     with _threads(cfg.threads):
         return _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
-                    state_path, progress, on_step, world, init_path).run()
+                    state_path, progress, on_step, world, init_path, section).run()
 
 
 class _Run:
@@ -258,7 +260,8 @@ class _Run:
                  checkpoint_path: Path, curve_path: Path, state_path: Path,
                  progress: bool | None,
                  on_step: Callable[[int, torch.nn.Module], None] | None,
-                 world: World, init_path: str | os.PathLike | None = None) -> None:
+                 world: World, init_path: str | os.PathLike | None = None,
+                 section: str = "train") -> None:
         self.cfg, self.corpus, self.device, self.name = cfg, corpus, device, name
         self.world = world
         self.precision = precision  # fp32 or bf16, "auto" resolved
@@ -285,7 +288,7 @@ class _Run:
         self.init: dict[str, Any] | None = None
         if init_path is not None:
             self.init = finetune.init_weights(self.model, self.mconfig, self.vocab, init_path,
-                                              f"train.{name}.init_from")
+                                              f"{section}.{name}.init_from")
         self.model.to(device)
         self.net: torch.nn.Module = self.model
         if world.distributed:
