@@ -209,3 +209,14 @@ def test_gpt_resume_after_interrupt_is_bit_identical(corpus: Corpus, tmp_path: P
         run("resumed", on_step=hook)
     assert run("resumed").resumed_from == 11
     assert_same_weights(weights(tmp_path / "straight/g.pt"), weights(tmp_path / "resumed/g.pt"))
+
+
+@pytest.mark.parametrize("first,then", [(3, 1), (3, 4), (1, 7)])
+def test_extending_a_cache_equals_one_full_pass(first: int, then: int) -> None:
+    m = make(context=8)
+    x = torch.as_tensor(ids_of(first + then), dtype=torch.long)[None]
+    full, _ = m(x)
+    cache = KVCache(2)
+    a, cache = m(x[:, :first], cache)
+    b, cache = m(x[:, first:], cache)
+    torch.testing.assert_close(torch.cat([a, b], dim=1), full, atol=1e-5, rtol=1e-5)

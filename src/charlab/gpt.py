@@ -110,6 +110,8 @@ class _Attention(nn.Module):
         p = self.dropout if self.training else 0.0
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        elif t == 1:  # one new position sees every key: no mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         else:
             # new position i (absolute past + i) sees keys 0 .. past + i
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
