@@ -125,6 +125,7 @@ def test_gpt_entry_parses_and_trains_on_windows_of_context():
     ({k: v for k, v in GPT.items() if k != "heads"},
      r"^train\.g\.heads: missing \(required for cell: gpt, attention heads"),
     ({k: v for k, v in GPT.items() if k != "context"}, r"^train\.g\.context: missing"),
+    ({**GPT, "heads": None}, r"^train\.g\.heads: missing \(required for cell: gpt"),
     ({**GPT, "heads": 3}, r"^train\.g\.hidden_size: 64 must be a multiple of train\.g\.heads "
                           r"\(3\): each head gets hidden_size / heads$"),
     ({**GPT, "heads": 0}, r"^train\.g\.heads: must be > 0, got 0$"),

@@ -153,7 +153,7 @@ class TrainParams:
                         f"{path}.{key}: not a key of cell: gpt ({RNN_ONLY_KEYS[key]}); "
                         f"a gpt entry has {', '.join(GPT_ONLY_KEYS)} instead")
             for key in GPT_ONLY_KEYS:
-                if key not in given:
+                if getattr(self, key) is None:
                     raise ParamsError(f"{path}.{key}: missing (required for cell: gpt, "
                                       f"{GPT_ONLY_KEYS[key]})")
         else:
