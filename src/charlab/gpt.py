@@ -213,22 +213,20 @@ class GPTLM:
         # window k reads x[k*s : k*s + c]; window 0 scores all of it, window k > 0 its
         # positions >= c - s, i.e. targets k*s + c - s ... (k+1)*s + c - s - 1
         n_windows = 1 + max(0, math.ceil((m - c) / s))
-        starts = np.arange(n_windows) * s
         cols = np.arange(c)
-        pos = starts[:, None] + cols[None, :]
-        valid = pos < m
-        x = np.where(valid, ids[np.minimum(pos, m - 1)], 0)
-        y = np.where(valid, ids[np.minimum(pos + 1, m)], 0)
-        keep = valid & ((cols[None, :] >= c - s) | (starts[:, None] == 0))
         out = np.empty(m, dtype=np.float64)
         with eval_mode(self.model), torch.inference_mode():
-            for a in range(0, n_windows, self.batch):
-                b = min(a + self.batch, n_windows)
-                logits, _ = self.model(self._tensor(x[a:b]))
+            for a in range(0, n_windows, self.batch):  # index arrays per batch: O(m) memory
+                starts = np.arange(a, min(a + self.batch, n_windows)) * s
+                pos = starts[:, None] + cols[None, :]
+                valid = pos < m
+                x = np.where(valid, ids[np.minimum(pos, m - 1)], 0)
+                y = np.where(valid, ids[np.minimum(pos + 1, m)], 0)
+                keep = valid & ((cols[None, :] >= c - s) | (starts[:, None] == 0))
+                logits, _ = self.model(self._tensor(x))
                 lp = torch.log_softmax(logits.float(), dim=-1)
-                lp = lp.gather(-1, self._tensor(y[a:b]).unsqueeze(-1)).squeeze(-1)
-                k = keep[a:b]
-                out[pos[a:b][k]] = lp.double().cpu().numpy()[k]
+                lp = lp.gather(-1, self._tensor(y).unsqueeze(-1)).squeeze(-1)
+                out[pos[keep]] = lp.double().cpu().numpy()[keep]
         return out
 
     # --- sampling: state = (KV cache, the characters it holds) ---------------------------
