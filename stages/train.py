@@ -7,47 +7,15 @@ stage, or by hand on several nodes) it joins the other ranks.
 
 from __future__ import annotations
 
-import sys
-
-from charlab import distributed, params
-from charlab.encoding import Corpus
-from charlab.errors import CharlabError, run_main
-from charlab.runtime import DeviceError, cpu_threads, hardware, plan_precision, resolve_device
-from charlab.train import train
+from charlab import params
+from charlab.errors import run_main
+from charlab.launch import run_entry
 
 
 def main() -> None:
     args = params.stage_parser(__doc__, "model", "checkpoint", "curve", "run-info",
                                corpus=True).parse_args()
-
-    models = params.train_models(params.load(args.params))
-    if args.model not in models:
-        raise CharlabError(f"train.{args.model}: no such entry; have {', '.join(models)}")
-    cfg = models[args.model]
-    try:  # before any work: a missing GPU is a params problem
-        device = resolve_device(cfg.device)
-    except DeviceError as e:
-        raise params.ParamsError(f"train.{args.model}.device: {e}") from None
-    try:  # and so is a precision this device lacks
-        plan_precision(cfg.precision, hardware(device))
-    except DeviceError as e:
-        raise params.ParamsError(f"train.{args.model}.precision: {e}") from None
-    corpus = Corpus.load(args.vocab, args.tokens, args.splits)
-    world = distributed.world_from_env()
-
-    if cfg.nproc > 1 and not distributed.under_torchrun():
-        try:
-            distributed.check_devices(cfg.nproc, device)
-        except distributed.DistributedError as e:
-            raise params.ParamsError(f"train.{args.model}.nproc: {e}") from None
-        # the ranks' own checks would fail the same way, once per rank: fail once, here
-        params.check_train_split(cfg, args.model, len(corpus.split("train")))
-        threads = cpu_threads(cfg.threads) // cfg.nproc if device.type == "cpu" else 1
-        distributed.launch(cfg.nproc, [sys.argv[0], *sys.argv[1:]], threads)
-
-    with distributed.process_group(world, distributed.device_for(world, device)):
-        train(cfg, corpus, checkpoint_path=args.checkpoint, curve_path=args.curve,
-              name=args.model, world=world, run_info_path=args.run_info)
+    run_entry(args, "train")
 
 
 if __name__ == "__main__":

@@ -109,10 +109,13 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gpt"])
 def test_two_processes_match_one_with_the_same_global_batch(encoded: Path, tmp_path: Path,
                                                             cell: str) -> None:
-    entries = {"one": dict(TINY, cell=cell), "two": dict(TINY, cell=cell, nproc=2)}
+    base = dict(TINY, cell=cell)
+    if cell == "gpt":  # a GPT has heads and reads windows of context, not seq_length
+        base = {k: v for k, v in base.items() if k != "seq_length"} | {"heads": 2, "context": 16}
+    entries = {"one": base, "two": dict(base, nproc=2)}
     log = run_ok(stage(encoded, "one", entries, tmp_path))
     assert "processes" not in log
     log = run_ok(stage(encoded, "two", entries, tmp_path))

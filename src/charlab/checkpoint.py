@@ -26,7 +26,7 @@ import torch
 from charlab.encoding import Vocab
 from charlab.errors import CharlabError
 from charlab.io import atomic_open
-from charlab.model import CharRNN, ModelConfig
+from charlab.networks import Network, build, config_from_dict
 
 CHECKPOINT_FORMAT = "charlab-rnn-checkpoint"
 STATE_FORMAT = "charlab-rnn-train-state"
@@ -143,8 +143,11 @@ def read(path: str | os.PathLike, device: torch.device | str) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", *,
-                    vocab: Vocab | None = None) -> tuple[CharRNN, Vocab, dict[str, Any]]:
+                    vocab: Vocab | None = None) -> tuple[Network, Vocab, dict[str, Any]]:
     """Load a best-model checkpoint (or a resume state) onto ``device``, in eval mode.
+
+    The network is the one its ``model_config`` names by cell (:mod:`charlab.networks`):
+    a CharRNN, or a GPT.
 
     Returns the model, its vocabulary and ``info`` (``name``, ``step``, ``val_loss``,
     ``params``, ``precision``: the one training used). With ``vocab`` given, a checkpoint
@@ -153,9 +156,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
     device = torch.device(device)
     obj = read(path, device)
     try:
-        config = ModelConfig.from_dict(obj["model_config"])
+        config = config_from_dict(obj["model_config"])
         ckpt_vocab = Vocab(tuple(obj["vocab"]))
-        model = CharRNN(config)
+        model = build(config)
         model.load_state_dict(obj["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged charlab checkpoint: {e}") from None
@@ -167,7 +170,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         )
     model.to(device).eval()
     info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision",
-                                    "precision_parts", "device", "device_name")}
+                                    "precision_parts", "device", "device_name", "init")}
     return model, ckpt_vocab, info
 
 

@@ -40,7 +40,7 @@ def model_files(orders: list[int], trained: list[str], ngram_dir: str | os.PathL
 
 
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:
-    """Load an n-gram table or an RNN checkpoint, checking it was built for ``vocab``."""
+    """Load an n-gram table or a network checkpoint (RNN or GPT) built for ``vocab``."""
     path = Path(path)
     if not path.is_file():
         raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
@@ -50,12 +50,12 @@ def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> La
         model = NGramLM.load(path, vocab)  # refuses a table of another vocabulary
     elif path.suffix == CHECKPOINT_SUFFIX:
         from charlab.checkpoint import load_checkpoint
-        from charlab.model import RNNLM
+        from charlab.networks import language_model
         from charlab.runtime import resolve_device
 
         dev = resolve_device(device)
         net, _vocab, _info = load_checkpoint(path, dev, vocab=vocab)
-        model = RNNLM(net, dev)
+        model = language_model(net, dev)
     else:
         raise CharlabError(f"{path}: unknown model file type (expected .npz or .pt)")
     if model.vocab_size != vocab.size:

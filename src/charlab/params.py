@@ -103,7 +103,8 @@ class NgramParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    cell: Literal["rnn", "lstm", "gru"] = "rnn"
+    # rnn, lstm, gru: CharRNN; gpt: a decoder-only Transformer (charlab.gpt)
+    cell: Literal["rnn", "lstm", "gru", "gpt"] = "rnn"
     layers: int = field(default=1, metadata=_check(positive))
     hidden_size: int = field(default=512, metadata=_check(positive))
     dropout: float = field(default=0.1, metadata=_check(fraction))
@@ -136,14 +137,57 @@ class TrainParams:
     # > 1: `dvc repro` trains under torchrun with this many data-parallel processes (DDP),
     # each on batch_size / nproc of the streams
     nproc: int = field(default=1, metadata=_check(positive))
+    # gpt only (required there): attention heads, and the window of characters it reads;
+    # a GPT trains on windows of `context` characters (its seq_length is context)
+    heads: int | None = field(default=None, metadata=_check(positive))
+    context: int | None = field(default=None, metadata=_check(positive))
+    # finetune: entries only: start from this checkpoint, models/<init_from>.pt (another
+    # entry's, or one imported there); the library also takes a .pt path
+    init_from: str | None = None
+
+    def check_given(self, given: set[str], path: str) -> None:
+        """Keys of the other family of networks are errors, not silently ignored."""
+        if self.cell == "gpt":
+            for key in RNN_ONLY_KEYS:
+                if key in given:
+                    raise ParamsError(
+                        f"{path}.{key}: not a key of cell: gpt ({RNN_ONLY_KEYS[key]}); "
+                        f"a gpt entry has {', '.join(GPT_ONLY_KEYS)} instead")
+            for key in GPT_ONLY_KEYS:
+                if getattr(self, key) is None:
+                    raise ParamsError(f"{path}.{key}: missing (required for cell: gpt, "
+                                      f"{GPT_ONLY_KEYS[key]})")
+        else:
+            for key in GPT_ONLY_KEYS:
+                if key in given:
+                    raise ParamsError(f"{path}.{key}: only a cell: gpt entry has this key "
+                                      f"({GPT_ONLY_KEYS[key]}); this entry is cell: "
+                                      f"{self.cell}")
 
     def validate(self, path: str) -> None:
+        if self.cell == "gpt":
+            assert self.heads is not None and self.context is not None
+            if self.hidden_size % self.heads:
+                raise ParamsError(
+                    f"{path}.hidden_size: {self.hidden_size} must be a multiple of "
+                    f"{path}.heads ({self.heads}): each head gets hidden_size / heads")
+            # a GPT reads windows of `context` characters: the batches' length
+            object.__setattr__(self, "seq_length", self.context)
+        if self.init_from is not None and not self.init_from:
+            raise ParamsError(f"{path}.init_from: must be a .pt path, an entry name, or null")
         if self.batch_size % self.nproc:
             raise ParamsError(
                 f"{path}.nproc: {self.nproc} processes must share batch_size "
                 f"{self.batch_size} evenly (each trains on batch_size / nproc streams); use "
                 "a batch_size that is a multiple of nproc"
             )
+
+
+RNN_ONLY_KEYS = {"embedding_size": "an RNN's input embedding; a GPT always embeds",
+                 "seq_length": "an RNN's truncated-BPTT length; a GPT trains on windows of "
+                               "context characters"}
+GPT_ONLY_KEYS = {"heads": "attention heads, dividing hidden_size",
+                 "context": "characters a GPT reads before each prediction"}
 
 
 @dataclass(frozen=True)
@@ -271,6 +315,9 @@ def parse(cls: type[T], raw: Any, path: str) -> T:
                 raise ParamsError(f"{key}: {problem}, got {value!r}")
         values[name] = value
     obj = cls(**values)
+    check_given = getattr(obj, "check_given", None)
+    if check_given is not None:
+        check_given(set(raw), path)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate(path)
@@ -303,33 +350,81 @@ def check_train_split(cfg: TrainParams, name: str, n_train: int) -> None:
     characters (the split is cut into that many contiguous streams)."""
     key = f"train.{name}"
     window = cfg.seq_length + 1
+    length = "context" if cfg.cell == "gpt" else "seq_length"
     if n_train < window:
         raise ParamsError(
-            f"{key}.seq_length: {cfg.seq_length} is too long for the train split of {n_train} "
-            f"characters (each step reads seq_length + 1 = {window}); use at most "
+            f"{key}.{length}: {cfg.seq_length} is too long for the train split of {n_train} "
+            f"characters (each step reads {length} + 1 = {window}); use at most "
             f"{n_train - 1}, or a longer corpus"
         )
     if n_train // cfg.batch_size < window:
         raise ParamsError(
-            f"{key}.batch_size: {cfg.batch_size} streams of seq_length + 1 = {window} "
+            f"{key}.batch_size: {cfg.batch_size} streams of {length} + 1 = {window} "
             f"characters need {cfg.batch_size * window}, the train split has {n_train}; use "
-            f"batch_size <= {n_train // window} or a shorter {key}.seq_length"
+            f"batch_size <= {n_train // window} or a shorter {key}.{length}"
         )
 
 
+def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{section}: must map each model name to its settings")
+    for name, entry in raw.items():
+        key = f"{section}.{name}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
+            raise ParamsError(f"{key}: model names must be letters, digits, _ or -")
+        if re.fullmatch(r"ngram\d+", str(name)):
+            raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
+        if str(name) in out:
+            raise ParamsError(f"{key}: train.{name} has this name already; model names are "
+                              "shared by train: and finetune:")
+        cfg = parse(TrainParams, entry, key)
+        if section == "train" and cfg.init_from is not None:
+            raise ParamsError(
+                f"{key}.init_from: a fine-tune is an entry of finetune:, not train: (its "
+                f"stage, finetune@{name}, depends on the init checkpoint); move it there")
+        if section == "finetune":
+            if cfg.init_from is None:
+                raise ParamsError(f"{key}.init_from: missing (required in finetune:, the "
+                                  "checkpoint to start from)")
+            if init_entry(cfg) is None:
+                raise ParamsError(
+                    f"{key}.init_from: must name a checkpoint in models/ (another entry, or "
+                    f"one imported there: dvc import <repo> <path> -o models/<name>.pt), "
+                    f"got {cfg.init_from!r}")
+        out[str(name)] = cfg
+
+
 def train_models(params: Mapping) -> dict[str, TrainParams]:
-    """Every entry of ``train:``, validated; keys are the model names."""
+    """Every trained model: the entries of ``train:``, then those of ``finetune:`` (optional;
+    each starts from the checkpoint ``init_from`` names); keys are the model names."""
     raw = params.get("train")
     if not isinstance(raw, Mapping) or not raw:
         raise ParamsError("train: must map each model name to its settings")
-    out = {}
-    for name, entry in raw.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
-            raise ParamsError(f"train.{name}: model names must be letters, digits, _ or -")
-        if re.fullmatch(r"ngram\d+", str(name)):
-            raise ParamsError(f"train.{name}: names ngram<order> are reserved for n-gram models")
-        out[str(name)] = parse(TrainParams, entry, f"train.{name}")
+    out: dict[str, TrainParams] = {}
+    _entries(raw, "train", out)
+    _entries(params.get("finetune") or {}, "finetune", out)
+    for name in out:
+        seen = [name]
+        while (init := init_entry(out[seen[-1]])) is not None and init in out:
+            if init in seen:
+                raise ParamsError(f"finetune.{seen[-1]}.init_from: a cycle of fine-tunes: "
+                                  f"{' -> '.join([*seen, init])}")
+            seen.append(init)
     return out
+
+
+def section_of(params: Mapping, name: str) -> str:
+    """``train`` or ``finetune``: where model ``name`` is defined (for key paths)."""
+    return "finetune" if name in (params.get("finetune") or {}) else "train"
+
+
+def init_entry(cfg: TrainParams) -> str | None:
+    """The model name ``init_from`` gives (its checkpoint is ``models/<name>.pt``: another
+    entry's, or one imported there), or None: no init, or a ``.pt`` path (library use)."""
+    init = cfg.init_from
+    if init is None or init.endswith(".pt") or "/" in init or "\\" in init:
+        return None
+    return init
 
 
 def stage_parser(doc: str | None, *paths: str, corpus: bool = False) -> argparse.ArgumentParser:

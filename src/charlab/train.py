@@ -35,12 +35,13 @@ from tqdm import tqdm
 
 from charlab import checkpoint as ckpt
 from charlab import distributed as ddp
+from charlab import finetune, networks
 from charlab.batches import StreamBatches, TrainingError
 from charlab.checkpoint import CheckpointError, default_state_path, to_cpu
 from charlab.distributed import SINGLE, World
 from charlab.encoding import Corpus
 from charlab.io import atomic_open, write_json
-from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
+from charlab.model import Hidden, detach_hidden
 from charlab.params import ParamsError, TrainParams, check_train_split
 from charlab.runtime import (
     FP32,
@@ -59,7 +60,7 @@ CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec
 # of these still resumes on its own.
 _RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every", "nproc")
 # Params that fix the network's shape: `resume: true` refuses to continue if they changed.
-_MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size")
+_MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size", "heads", "context")
 
 
 class TrainingDiverged(TrainingError):
@@ -87,14 +88,12 @@ def lr_at(cfg: TrainParams, step: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def model_config(cfg: TrainParams, vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab_size, cell=cfg.cell, layers=cfg.layers,
-                       hidden_size=cfg.hidden_size, dropout=cfg.dropout,
-                       embedding_size=cfg.embedding_size)
+def model_config(cfg: TrainParams, vocab_size: int) -> networks.Config:
+    return networks.config_for(cfg, vocab_size)
 
 
-def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
-    """Character-weighted mean NLL (nats) of ``ids[1:]`` with the hidden state carried.
+def evaluate_loss(model: networks.Network, ids: np.ndarray, device: torch.device) -> float:
+    """Character-weighted mean NLL (nats) of ``ids[1:]``, scored as evaluate scores it.
 
     In float32 whatever the training precision, as the evaluate stage scores: the val
     loss that picks the best checkpoint is the number a reader of the metrics sees.
@@ -103,7 +102,8 @@ def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> floa
     model.set_precision(None, None)
     try:
         with float32_gemms(FP32):
-            lp = RNNLM(model, device).log_probs(np.asarray(ids, dtype=np.int64))
+            lp = networks.language_model(model, device).log_probs(
+                np.asarray(ids, dtype=np.int64))
     finally:
         model.set_precision(*trained_in)
     return float(-lp.mean())
@@ -183,7 +183,8 @@ def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k not in _RUN_ONLY_KEYS}
+    # a key added later with a null default (heads, init_from) leaves old states comparable
+    return {k: v for k, v in params.items() if k not in _RUN_ONLY_KEYS and v is not None}
 
 
 def _corpus_id(corpus: Corpus) -> dict[str, Any]:
@@ -249,8 +250,9 @@ def restore_hidden(saved: list[torch.Tensor], rows: range, like: torch.Tensor) -
 def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLike,
           curve_path: str | os.PathLike, name: str = "model",
           state_path: str | os.PathLike | None = None, progress: bool | None = None,
-          on_step: Callable[[int, CharRNN], None] | None = None,
-          world: World = SINGLE, run_info_path: str | os.PathLike | None = None
+          on_step: Callable[[int, torch.nn.Module], None] | None = None,
+          world: World = SINGLE, run_info_path: str | os.PathLike | None = None,
+          init_path: str | os.PathLike | None = None, section: str = "train"
           ) -> TrainResult:
     """Train one ``train:`` entry on ``corpus``; write the best checkpoint and loss curve.
 
@@ -267,6 +269,11 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
     initialised, see :mod:`charlab.distributed`). Each rank trains on its block of the
     ``batch_size`` streams under DDP, so the global batch and the maths are those of one
     process; rank 0 evaluates and writes every file.
+
+    ``init_path``: the checkpoint ``cfg.init_from`` names (default: that path, or the
+    entry's checkpoint beside ``checkpoint_path``); training starts from its weights
+    (:mod:`charlab.finetune`) unless a resume state continues the run. ``section``: the
+    params section of the entry, for the key path of its errors.
     """
     checkpoint_path = Path(checkpoint_path)
     curve_path = Path(curve_path)
@@ -279,10 +286,12 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
     try:
         precision = plan_precision(cfg.precision, hw)
     except DeviceError as e:
-        raise DeviceError(f"train.{name}.precision: {e}") from None
+        raise DeviceError(f"{section}.{name}.precision: {e}") from None
+    if init_path is None:
+        init_path = finetune.init_path(cfg, checkpoint_path.parent)
     with _threads(cfg.threads), float32_gemms(precision):
         run = _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
-                   state_path, progress, on_step, world)
+                   state_path, progress, on_step, world, init_path, section)
         run.run_info_path = None if run_info_path is None else Path(run_info_path)
         return run.run()
 
@@ -293,8 +302,10 @@ class _Run:
     def __init__(self, cfg: TrainParams, corpus: Corpus, device: torch.device,
                  precision: Precision, name: str,
                  checkpoint_path: Path, curve_path: Path, state_path: Path,
-                 progress: bool | None, on_step: Callable[[int, CharRNN], None] | None,
-                 world: World) -> None:
+                 progress: bool | None,
+                 on_step: Callable[[int, torch.nn.Module], None] | None,
+                 world: World, init_path: str | os.PathLike | None = None,
+                 section: str = "train") -> None:
         self.cfg, self.corpus, self.device, self.name = cfg, corpus, device, name
         self.world = world
         self.plan = precision  # "auto" resolved: the dtype of each part
@@ -319,7 +330,13 @@ class _Run:
                                   cfg.seed, device, rows=rows)
         torch.manual_seed(cfg.seed)
         self.mconfig = model_config(cfg, corpus.vocab.size)
-        self.model = CharRNN(self.mconfig).to(device)
+        self.model = networks.build(self.mconfig)
+        # what the checkpoint records of the weights training started from
+        self.init: dict[str, Any] | None = None
+        if init_path is not None:
+            self.init = finetune.init_weights(self.model, self.mconfig, self.vocab, init_path,
+                                              f"{section}.{name}.init_from")
+        self.model.to(device)
         self.model.set_precision(precision.recurrence, precision.head)
         self.net: torch.nn.Module = self.model
         if world.distributed:
@@ -384,7 +401,7 @@ class _Run:
             "rng_cpu": ranks[0][1], "rng_cuda": ranks[0][2],
             "world_size": self.world.size,
             "rng_ranks": [[r[1], r[2]] for r in ranks],
-            "hidden": hidden_all,
+            "hidden": hidden_all, "init": self.init,
             "curve": list(self.curve), "best_val": self.best_val, "best_step": self.best_step,
             "best_model": self.best_weights, "bad_evals": self.bad_evals,
             "acc": [loss_sum, int(loss_count), int(chars), self.train_sec,
@@ -414,6 +431,7 @@ class _Run:
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
         self.best_weights = to_cpu(state["best_model"])
         self.bad_evals = int(state["bad_evals"])
+        self.init = state.get("init", self.init)
         self.stopped_early = bool(state["stopped_early"])
         (self.loss_sum, self.loss_count, self.chars, self.train_sec, self.total_train_sec,
          self.elapsed_before) = state["acc"]
@@ -446,7 +464,8 @@ class _Run:
                 "params": dataclasses.asdict(self.cfg), "precision": self.precision,
                 "precision_parts": self.plan.parts(),
                 "device": self.device.type, "device_name": self.device_name,
-                "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights}
+                "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights,
+                "init": self.init}
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
