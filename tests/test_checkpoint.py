@@ -93,13 +93,15 @@ def damage(path: Path, where: str) -> None:
         torch.load(path, weights_only=True)  # torch itself notices nothing
     elif where == "value":  # a setting in data.pkl, still a valid pickle: a val loss
         raw = path.read_bytes()
-        val = torch.load(path, weights_only=True)["val_loss"]
+        obj = torch.load(path, weights_only=True)  # a checkpoint's val loss, or the last row's
+        val = obj["val_loss"] if "val_loss" in obj else obj["curve"][-1]["val_loss"]
         old = b"G" + struct.pack(">d", val)  # pickle's BINFLOAT opcode and its 8 bytes
         a, b = recs[next(n for n in recs if n.endswith("data.pkl"))]
         at = raw.index(old, a, b) + 1  # the first (the state has it in its curve too)
         path.write_bytes(raw[:at] + struct.pack(">d", 0.5) + raw[at + 8:])
         loaded = torch.load(path, weights_only=True)  # torch loads it without a word
-        assert 0.5 in (loaded["val_loss"], *(r.get("val_loss") for r in loaded.get("curve", [])))
+        assert 0.5 in (loaded.get("val_loss"),
+                       *(r.get("val_loss") for r in loaded.get("curve", [])))
     elif where == "pickle":  # 2,000 bytes over data.pkl and the records after it
         a, _ = recs[next(n for n in recs if n.endswith("data.pkl"))]
         overwrite(path, a + 40)

@@ -544,10 +544,10 @@ def test_divergence_before_any_checkpoint(built: Path, tmp_path: Path, value: fl
 
 def test_divergence_in_the_stage_names_the_step_and_keeps_the_checkpoint(
         ws: Path, capsys, monkeypatch) -> None:
-    import charlab.train
+    import charlab.launch
 
-    real = charlab.train.train
-    monkeypatch.setattr(charlab.train, "train",
+    real = charlab.launch.train  # what the train stage calls
+    monkeypatch.setattr(charlab.launch, "train",
                         lambda *a, **kw: real(*a, on_step=poison_at(5, float("nan")), **kw))
     edit_params(ws, {"train": {"rnn": {"max_steps": 8, "eval_every": 2, "seed": 2}}})
     code, _, err = run_stage(ws, "train", capsys)

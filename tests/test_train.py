@@ -24,6 +24,7 @@ from charlab.checkpoint import (
 )
 from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.params import ParamsError, TrainParams, parse
+from charlab.resume import load_resume_state, restore_hidden
 from charlab.runtime import (
     DeviceError,
     cpu_threads,
@@ -35,9 +36,7 @@ from charlab.train import (
     TrainingDiverged,
     TrainingError,
     TrainingInterrupted,
-    load_resume_state,
     lr_at,
-    restore_hidden,
     train,
 )
 
@@ -163,8 +162,8 @@ def test_resume_keeps_the_best_weights_when_the_best_step_is_behind(corpus: Corp
     straight = run(c, corpus, tmp_path / "straight")
     assert straight.best_step < straight.steps - 4
     state = torch.load(tmp_path / "straight/m.pt.state", weights_only=True)
-    assert_same_weights(state["best_model"], weights(tmp_path / "straight/m.pt"))
-    assert not all(torch.equal(state["best_model"][k], state["model"][k])
+    assert_same_weights(state["best"]["weights"], weights(tmp_path / "straight/m.pt"))
+    assert not all(torch.equal(state["best"]["weights"][k], state["model"][k])
                    for k in state["model"])
     with pytest.raises(TrainingInterrupted):
         run(c, corpus, tmp_path / "resumed", on_step=interrupt_at(straight.best_step + 3))
@@ -380,7 +379,7 @@ def test_resume_under_another_precision(cell: str, corpus: Corpus, tmp_path: Pat
     run(c, corpus, tmp_path)
     more = dataclasses.replace(c, precision="fp32", max_steps=14, resume=True)
     state = load_resume_state(default_state_path(tmp_path / "m.pt"), more, corpus)
-    assert state is not None and all(h.dtype == torch.float32 for h in state["hidden"])
+    assert state is not None and all(h.dtype == torch.float32 for h in state.hidden)
     res = run(more, corpus, tmp_path)
     assert res.resumed_from == 8 and res.steps == 14 and res.precision == "fp32"
 
@@ -409,9 +408,9 @@ def test_resume_state_loads_on_the_cpu(corpus: Corpus, tmp_path: Path, monkeypat
     state = load_resume_state(default_state_path(tmp_path / "m.pt"),
                               dataclasses.replace(c, resume=True), corpus)
     assert seen and all(kw["map_location"] == "cpu" and kw["weights_only"] for kw in seen)
-    devices = {t.device.type for t in _tensors(state)}
+    devices = {t.device.type for t in _tensors(state.to_dict())}
     assert devices == {"cpu"}
-    steps = [s["step"] for s in state["optimizer"]["state"].values()]
+    steps = [s["step"] for s in state.optimizer["state"].values()]
     assert steps and all(isinstance(s, torch.Tensor) and s.device.type == "cpu" for s in steps)
 
 

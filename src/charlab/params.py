@@ -147,9 +147,13 @@ class TrainParams:
 
     def check_given(self, given: set[str], path: str) -> None:
         """Keys of the other family of networks are errors, not silently ignored."""
+        # a key at its neutral value (a saved entry's own, as dataclasses.asdict writes it)
+        # says nothing: null for the GPT's keys, the default (seq_length: context) for RNNs'
+        neutral = {f.name: f.default for f in dataclasses.fields(self)}
+        neutral["seq_length"] = self.context
         if self.cell == "gpt":
             for key in RNN_ONLY_KEYS:
-                if key in given:
+                if key in given and getattr(self, key) != neutral[key]:
                     raise ParamsError(
                         f"{path}.{key}: not a key of cell: gpt ({RNN_ONLY_KEYS[key]}); "
                         f"a gpt entry has {', '.join(GPT_ONLY_KEYS)} instead")
@@ -159,7 +163,7 @@ class TrainParams:
                                       f"{GPT_ONLY_KEYS[key]})")
         else:
             for key in GPT_ONLY_KEYS:
-                if key in given:
+                if key in given and getattr(self, key) is not None:
                     raise ParamsError(f"{path}.{key}: only a cell: gpt entry has this key "
                                       f"({GPT_ONLY_KEYS[key]}); this entry is cell: "
                                       f"{self.cell}")

@@ -43,6 +43,14 @@ from charlab.encoding import Corpus
 from charlab.io import atomic_open, write_json
 from charlab.model import Hidden, detach_hidden
 from charlab.params import ParamsError, TrainParams, check_train_split
+from charlab.resume import (
+    Best,
+    Meters,
+    ResumeState,
+    corpus_id,
+    load_resume_state,
+    restore_hidden,
+)
 from charlab.runtime import (
     FP32,
     DeviceError,
@@ -55,13 +63,6 @@ from charlab.runtime import (
 )
 
 CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec")
-
-# Params that do not change what training computes: a run interrupted under other values
-# of these still resumes on its own.
-_RUN_ONLY_KEYS = ("device", "threads", "resume", "checkpoint_every", "nproc")
-# Params that fix the network's shape: `resume: true` refuses to continue if they changed.
-_MODEL_KEYS = ("cell", "layers", "hidden_size", "embedding_size", "heads", "context")
-
 
 class TrainingDiverged(TrainingError):
     """The loss or gradient became NaN/inf."""
@@ -107,9 +108,6 @@ def evaluate_loss(model: networks.Network, ids: np.ndarray, device: torch.device
     finally:
         model.set_precision(*trained_in)
     return float(-lp.mean())
-
-
-# --- checkpoints -----------------------------------------------------------------------------
 
 
 def _derived_seed(*ints: int) -> int:
@@ -182,71 +180,6 @@ def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
                         f"{r['chars_per_sec']:.1f}", f"{r['elapsed_sec']:.3f}"])
 
 
-def _comparable(params: dict[str, Any]) -> dict[str, Any]:
-    # a key added later with a null default (heads, init_from) leaves old states comparable
-    return {k: v for k, v in params.items() if k not in _RUN_ONLY_KEYS and v is not None}
-
-
-def _corpus_id(corpus: Corpus) -> dict[str, Any]:
-    return {"sha256": corpus.manifest.sha256,
-            "splits": {k: list(v) for k, v in corpus.manifest.splits.items()}}
-
-
-def load_resume_state(path: Path, cfg: TrainParams, corpus: Corpus) -> dict | None:
-    """The resume state to continue from (its tensors on the CPU), or None to start afresh.
-
-    On the CPU whatever the run's device: ``load_state_dict`` moves the model's and Adam's
-    tensors where they belong but leaves Adam's ``step`` counters on the CPU, where Adam
-    reads them without a host sync (a step counter on the GPU costs one ``.item()`` sync
-    per optimizer step), and only the hidden state is moved by hand (:func:`restore_hidden`).
-    """
-    if not path.is_file():
-        if cfg.resume:
-            tqdm.write(f"resume: no resume state at {path}; training from scratch")
-        return None
-    try:
-        state = ckpt.read(path, "cpu")
-        if state["format"] != ckpt.STATE_FORMAT:
-            raise CheckpointError(f"{path}: a best-model checkpoint, not a resume state")
-    except CheckpointError as e:
-        if cfg.resume:
-            raise
-        tqdm.write(f"ignoring unusable resume state: {e}")
-        return None
-    same_data = (tuple(state["vocab"]) == corpus.vocab.chars
-                 and state["corpus"] == _corpus_id(corpus))
-    if cfg.resume:
-        old = state["params"]
-        changed = [k for k in _MODEL_KEYS if old.get(k) != getattr(cfg, k)]
-        if changed:
-            raise CheckpointError(
-                f"{path}: resume: true, but the saved run has another network shape "
-                f"({', '.join(f'{k}: {old.get(k)}' for k in changed)}); delete it or set "
-                "resume: false"
-            )
-        if tuple(state["vocab"]) != corpus.vocab.chars:
-            raise CheckpointError(f"{path}: resume: true, but the saved run used another "
-                                  "vocabulary; delete it or set resume: false")
-        if not same_data:
-            tqdm.write("resume: the corpus changed since the saved run; continuing anyway")
-        return state
-    # Without `resume: true`, only an unfinished run with the very same settings continues.
-    if (not state["complete"] and same_data
-            and _comparable(state["params"]) == _comparable(dataclasses.asdict(cfg))):
-        return state
-    return None
-
-
-def restore_hidden(saved: list[torch.Tensor], rows: range, like: torch.Tensor) -> Hidden:
-    """This rank's rows of a saved global hidden state, ready for the next forward.
-
-    Contiguous (cuDNN rejects a strided ``hx``; a slice of the batch dimension is one) and in
-    ``like``'s dtype and device: the parameters' dtype, whatever precision saved it.
-    """
-    h = [t[:, rows.start:rows.stop].to(like.device, like.dtype).contiguous() for t in saved]
-    return (h[0], h[1]) if len(h) == 2 else h[0]
-
-
 def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLike,
           curve_path: str | os.PathLike, name: str = "model",
           state_path: str | os.PathLike | None = None, progress: bool | None = None,
@@ -297,7 +230,7 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
 
 
 class _Run:
-    """One call of :func:`train`; its fields are what the resume state saves."""
+    """One call of :func:`train`: the loop, and the state it saves (:mod:`charlab.resume`)."""
 
     def __init__(self, cfg: TrainParams, corpus: Corpus, device: torch.device,
                  precision: Precision, name: str,
@@ -348,19 +281,10 @@ class _Run:
         self.hidden: Hidden | None = None
         self.step = 0
         self.curve: list[dict[str, float]] = []
-        self.best_val = math.inf
-        self.best_step = 0
-        self.best_weights: dict[str, torch.Tensor] | None = None
-        self.bad_evals = 0
+        self.best = Best()
+        self.meters = Meters()
         self.complete = False
         self.stopped_early = False
-        # since the last curve row
-        self.loss_sum = 0.0
-        self.loss_count = 0
-        self.chars = 0
-        self.train_sec = 0.0
-        self.total_train_sec = 0.0
-        self.elapsed_before = 0.0  # wall time of earlier runs of this training
         self.resumed_from: int | None = None
         self.pending: list[tuple[int, torch.Tensor]] = []  # (step, [loss, grad norm])
         self._clock = 0.0
@@ -375,7 +299,7 @@ class _Run:
             tqdm.write(msg)
 
     # --- state ---------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> ResumeState:
         """The resume state; a collective: every rank calls it, rank 0 gets the whole."""
         hidden = self.hidden
         mine = None if hidden is None else to_cpu(list(hidden) if isinstance(hidden, tuple)
@@ -388,58 +312,47 @@ class _Run:
         else:  # the global batch's hidden state: rank shares joined along the batch
             hidden_all = [torch.cat([r[0][i] for r in ranks], dim=1) for i in range(len(mine))]
         # the loss and character counts since the last curve row, of the global batch
+        m = self.meters
         loss_sum, loss_count, chars = ddp.sum_all(
-            self.world, [self.loss_sum, self.loss_count, self.chars], self.device)
-        return {
-            "format": ckpt.STATE_FORMAT, "version": ckpt.FORMAT_VERSION, "name": self.name,
-            "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
-            "params": dataclasses.asdict(self.cfg), "precision": self.precision,
-            "corpus": _corpus_id(self.corpus),
-            "step": self.step, "complete": self.complete, "stopped_early": self.stopped_early,
-            "val_loss": self.curve[-1]["val_loss"] if self.curve else None,
-            "model": to_cpu(self.model.state_dict()), "optimizer": to_cpu(self.opt.state_dict()),
-            "rng_cpu": ranks[0][1], "rng_cuda": ranks[0][2],
-            "world_size": self.world.size,
-            "rng_ranks": [[r[1], r[2]] for r in ranks],
-            "hidden": hidden_all, "init": self.init,
-            "curve": list(self.curve), "best_val": self.best_val, "best_step": self.best_step,
-            "best_model": self.best_weights, "bad_evals": self.bad_evals,
-            "acc": [loss_sum, int(loss_count), int(chars), self.train_sec,
-                    self.total_train_sec, self.elapsed()],
-        }
+            self.world, [m.loss_sum, m.loss_count, m.chars], self.device)
+        meters = dataclasses.replace(m, loss_sum=loss_sum, loss_count=int(loss_count),
+                                     chars=int(chars), elapsed_before=self.elapsed())
+        return ResumeState(
+            name=self.name, model_config=self.mconfig.to_dict(), vocab=list(self.vocab.chars),
+            params=dataclasses.asdict(self.cfg), precision=self.precision,
+            corpus=corpus_id(self.corpus), step=self.step, complete=self.complete,
+            stopped_early=self.stopped_early, model=to_cpu(self.model.state_dict()),
+            optimizer=to_cpu(self.opt.state_dict()), world_size=self.world.size,
+            rng_ranks=[[r[1], r[2]] for r in ranks], hidden=hidden_all,
+            curve=list(self.curve), best=self.best, meters=meters, init=self.init)
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.step = self.resumed_from = int(state["step"])
-        rngs = state.get("rng_ranks") or [[state["rng_cpu"], state["rng_cuda"]]]
-        if len(rngs) == self.world.size:
-            rng_cpu, rng_cuda = rngs[self.world.rank]
-            # RNG states must be CPU byte tensors, whatever map_location did to them
+    def _restore(self, state: ResumeState) -> None:
+        self.model.load_state_dict(state.model)
+        self.opt.load_state_dict(state.optimizer)
+        self.step = self.resumed_from = state.step
+        if len(state.rng_ranks) == self.world.size:
+            rng_cpu, rng_cuda = state.rng_ranks[self.world.rank]
             torch.set_rng_state(rng_cpu.cpu())
             if self.device.type == "cuda" and rng_cuda:
                 torch.cuda.set_rng_state(rng_cuda[0].cpu(), self.device)
         else:  # saved by another number of processes: the run goes on, not bit for bit
             self.say(f"{self.name}: resuming with {self.world.size} processes a run saved by "
-                     f"{len(rngs)}; dropout masks differ from an uninterrupted run")
+                     f"{len(state.rng_ranks)}; dropout masks differ from an uninterrupted run")
             torch.manual_seed(_derived_seed(self.cfg.seed, 0, self.step))
             self._seed_rank(self.step)
-        if state["hidden"] is not None:
-            self.hidden = restore_hidden(state["hidden"], self.world.rows(self.cfg.batch_size),
-                                         self.model.head.weight)
-        self.curve = [dict(r) for r in state["curve"]]
-        self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
-        self.best_weights = to_cpu(state["best_model"])
-        self.bad_evals = int(state["bad_evals"])
-        self.init = state.get("init", self.init)
-        self.stopped_early = bool(state["stopped_early"])
-        (self.loss_sum, self.loss_count, self.chars, self.train_sec, self.total_train_sec,
-         self.elapsed_before) = state["acc"]
+        if state.hidden is not None:
+            self.hidden = restore_hidden(state.hidden, self.world.rows(self.cfg.batch_size),
+                                         next(self.model.parameters()))
+        self.curve = [dict(r) for r in state.curve]
+        self.best = dataclasses.replace(state.best, weights=to_cpu(state.best.weights))
+        self.meters = dataclasses.replace(state.meters)
         if not self.world.main:  # rank 0 carries the global counts, summed again at a row
-            self.loss_sum, self.loss_count, self.chars = 0.0, 0, 0
+            self.meters.loss_sum, self.meters.loss_count, self.meters.chars = 0.0, 0, 0
+        self.init = state.init if state.init is not None else self.init
+        self.stopped_early = state.stopped_early
         # A finished run continues only if asked for more steps and it did not stop early.
-        self.complete = bool(state["complete"]) and (
-            self.stopped_early or self.step >= self.cfg.max_steps)
+        self.complete = state.complete and (self.stopped_early
+                                            or self.step >= self.cfg.max_steps)
 
     def _write_curve(self) -> None:
         """The loss curve and, beside it, how the run trains (both small, rank 0 only)."""
@@ -452,9 +365,9 @@ class _Run:
         return {"name": self.name, "device": self.device.type, "device_name": self.device_name,
                 "precision": self.precision, "precision_parts": self.plan.parts(),
                 "threads": torch.get_num_threads(), "processes": self.world.size,
-                "steps": int(last.get("step", 0)), "best_step": self.best_step,
-                "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
-                "train_seconds": self.total_train_sec,
+                "steps": int(last.get("step", 0)), "best_step": self.best.step,
+                "best_val_loss": self.best.val if math.isfinite(self.best.val) else None,
+                "train_seconds": self.meters.total_sec,
                 "elapsed_seconds": float(last.get("elapsed_sec", 0.0)),
                 "params": self.model.num_params()}
 
@@ -464,11 +377,11 @@ class _Run:
                 "params": dataclasses.asdict(self.cfg), "precision": self.precision,
                 "precision_parts": self.plan.parts(),
                 "device": self.device.type, "device_name": self.device_name,
-                "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights,
+                "step": self.best.step, "val_loss": self.best.val, "model": self.best.weights,
                 "init": self.init}
 
     def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.t0
+        return self.meters.elapsed_before + time.perf_counter() - self.t0
 
     # --- loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -486,7 +399,7 @@ class _Run:
         self.say(f"train {self.name}: device {self.device} ({self.device_name}), precision "
                  f"{self.precision} (recurrence {parts['recurrence']}, head {parts['head']}), "
                  f"{torch.get_num_threads()} threads{procs}")
-        if self.best_weights is not None and self.world.main:
+        if self.best.weights is not None and self.world.main:
             # Outputs may have been deleted (DVC does before a stage runs): rewrite them.
             ckpt.save(self._checkpoint(), self.checkpoint_path)
             self._write_curve()
@@ -524,7 +437,7 @@ class _Run:
                 self.opt.step()
                 self.hidden = detach_hidden(hidden)
                 self.step += 1
-                self.chars += x.numel()
+                self.meters.chars += x.numel()
                 if self.on_step is not None:
                     self.on_step(self.step, self.model)
                 bar.update(1)
@@ -562,10 +475,10 @@ class _Run:
             return False
         return ddp.any_rank(self.world, here, self.device)
 
-    def _load_state(self) -> dict | None:
+    def _load_state(self) -> ResumeState | None:
         """Rank 0 reads the resume state (other nodes may not see its disk) and hands it on;
         a problem with it is raised on every rank. Its tensors stay on the CPU."""
-        state: dict | None = None
+        state: ResumeState | None = None
         problem: str | None = None
         if self.world.main:
             try:
@@ -589,8 +502,8 @@ class _Run:
         for k, (loss, norm) in zip(steps, values, strict=True):
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 self._diverged(k + 1, f"training loss {loss}, gradient norm {norm}")
-            self.loss_sum += loss
-            self.loss_count += 1
+            self.meters.loss_sum += loss
+            self.meters.loss_count += 1
 
     def _pause(self) -> None:
         """Stop the training clock (evaluation and checkpoint time are not training)."""
@@ -598,7 +511,7 @@ class _Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         now = time.perf_counter()
-        self.train_sec += now - self._clock
+        self.meters.row_sec += now - self._clock
         self._clock = now
 
     def _row(self, bar: tqdm) -> None:
@@ -609,42 +522,36 @@ class _Run:
         if not math.isfinite(val):
             self._diverged(self.step, f"validation loss {val}")
         # the global batch's mean loss and throughput, summed over ranks
+        m = self.meters
         loss_sum, loss_count, chars = ddp.sum_all(
-            self.world, [self.loss_sum, self.loss_count, self.chars], self.device)
+            self.world, [m.loss_sum, m.loss_count, m.chars], self.device)
         train_loss = loss_sum / max(1, loss_count)
-        self.total_train_sec += self.train_sec
+        cps = chars / max(m.row_sec, 1e-9)
+        m.close_row()
         self.curve.append({"step": self.step, "train_loss": train_loss, "val_loss": val,
-                           "chars_per_sec": chars / max(self.train_sec, 1e-9),
-                           "elapsed_sec": self.elapsed()})
-        self.loss_sum, self.loss_count, self.chars, self.train_sec = 0.0, 0, 0, 0.0
-        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}",
-                        cps=f"{self.curve[-1]['chars_per_sec']:.0f}")
-        if val < self.best_val:
-            self.best_val, self.best_step, self.bad_evals = val, self.step, 0
-            self.best_weights = to_cpu(self.model.state_dict())
-            if self.world.main:
-                ckpt.save(self._checkpoint(), self.checkpoint_path)
-        else:
-            self.bad_evals += 1
+                           "chars_per_sec": cps, "elapsed_sec": self.elapsed()})
+        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}", cps=f"{cps:.0f}")
+        if self.best.offer(val, self.step, self.model.state_dict()) and self.world.main:
+            ckpt.save(self._checkpoint(), self.checkpoint_path)
         if self.world.main:
             self._write_curve()
         self._clock = time.perf_counter()
-        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+        if self.cfg.patience and self.best.bad_evals >= self.cfg.patience:
             self.say(f"{self.name}: early stop at step {self.step}: no better val loss in "
-                       f"{self.bad_evals} evaluations (best {self.best_val:.4f} at step "
-                       f"{self.best_step})")
+                     f"{self.best.bad_evals} evaluations (best {self.best.val:.4f} at step "
+                     f"{self.best.step})")
             self.stopped_early = self.complete = True
 
     def _save_state(self) -> None:
         self._pause()
         state = self._state()  # every rank: it gathers the ranks' hidden and RNG states
         if self.world.main:
-            ckpt.save(state, self.state_path)
+            ckpt.save(state.to_dict(), self.state_path)
         self._clock = time.perf_counter()
 
     def _diverged(self, step: int, what: str) -> None:
-        where = (f"the best checkpoint (step {self.best_step}) is kept in "
-                 f"{self.checkpoint_path}" if self.best_weights is not None
+        where = (f"the best checkpoint (step {self.best.step}) is kept in "
+                 f"{self.checkpoint_path}" if self.best.weights is not None
                  else "no checkpoint was written yet")
         raise TrainingDiverged(
             f"train.{self.name}: non-finite {what} at step {step}; {where}, and the resume "
@@ -654,10 +561,10 @@ class _Run:
     def _result(self) -> TrainResult:
         last = self.curve[-1] if self.curve else None
         return TrainResult(
-            name=self.name, steps=self.step, best_step=self.best_step,
-            best_val_loss=self.best_val,
+            name=self.name, steps=self.step, best_step=self.best.step,
+            best_val_loss=self.best.val,
             final_val_loss=last["val_loss"] if last else math.nan,
-            train_seconds=self.total_train_sec, elapsed_seconds=self.elapsed(),
+            train_seconds=self.meters.total_sec, elapsed_seconds=self.elapsed(),
             device=str(self.device), precision=self.precision,
             num_params=self.model.num_params(),
             resumed_from=self.resumed_from, stopped_early=self.stopped_early,
