@@ -14,20 +14,23 @@ from charlab.report import TrainedInfo, write_report
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "metrics", "curves-dir", "samples-dir", "models-dir",
-                               "out", "figures-dir").parse_args()
+    args = params.stage_parser(__doc__, "metrics", "model-set", "curves-dir", "samples-dir",
+                               "models-dir", "out", "figures-dir").parse_args()
 
-    raw = params.load(args.params)
-    models = params.train_models(raw)
-    orders = params.section(raw, "ngram", params.NgramParams).orders
+    configs = params.train_models(params.load(args.params))
+    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     trained = {}
-    for name, cfg in models.items():
+    for name in models.trained:
+        if name not in configs:
+            raise params.ParamsError(f"train.{name}: in {args.model_set} but not in params "
+                                     "(run `dvc repro`, which rewrites it)")
+        cfg = configs[name]
         _, _, info = load_checkpoint(checkpoint_file(args.models_dir, name), "cpu")
         trained[name] = TrainedInfo(curve=pd.read_csv(Path(args.curves_dir) / f"{name}.csv"),
                                     chars_per_step=cfg.batch_size * cfg.seq_length,
                                     device=str(info.get("device") or "?"))
     samples = {name: (Path(args.samples_dir) / f"{name}.txt").read_text(encoding="utf-8")
-               for name in model_names(orders, list(models))}
+               for name in model_names(list(models.ngram_orders), list(models.trained))}
     write_report(args.metrics, trained, samples, args.out, args.figures_dir)
     print(f"report: {args.out}")
 

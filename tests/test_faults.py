@@ -155,7 +155,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p["sample"]["length"] = 20
     p["evaluate"].update(device="cpu", threads=1)
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    for stage in ("download", "encode", "ngram", "train", "sample", "evaluate"):
+    for stage in ("validate", "download", "encode", "ngram", "train", "sample", "evaluate"):
         assert run_stage(ws, stage)[0] == 0, stage
     return ws
 

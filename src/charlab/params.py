@@ -8,22 +8,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from charlab.errors import CharlabError
-from charlab.io import read_yaml
+from charlab.io import read_json, read_yaml
 
 T = TypeVar("T")
+
+# numpy and torch take integers as int64: a larger one (a seed of 2**63) fails deep inside
+INT_MAX = 2**63 - 1
+# socket timeouts above ~1e10 s overflow the C time type; a day per read is already generous
+MAX_TIMEOUT = 86_400.0
+# YAML 1.1 (PyYAML) reads `1e-3` and `1.0e3` (no dot, or no exponent sign) as strings; for a
+# number key such a string is the number the user meant
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+URL_SCHEMES = ("http", "https", "file")
 
 
 class ParamsError(CharlabError, ValueError):
     """A params value is missing, unknown, of the wrong type or out of range."""
+
+
+class _WrongType(ParamsError):
+    """The value is not of the key's type (a union tries its next type)."""
 
 
 # --- checks: each returns an error message or None ---------------------------------------
@@ -44,6 +59,39 @@ def probability(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
 
 
+def timeout_seconds(v: Any) -> str | None:
+    if v <= 0:
+        return "must be > 0"
+    return None if v <= MAX_TIMEOUT else f"must be at most {MAX_TIMEOUT:g} seconds (a day)"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a corpus source (http, https, file:// or a local path),
+    or None. Parsing only: nothing is fetched."""
+    if not url.strip():
+        return "must name a file or an http(s) URL, got an empty string"
+    try:
+        parsed = urllib.parse.urlparse(url)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as e:
+        return f"not a valid URL: {e} (got {url})"
+    scheme = parsed.scheme
+    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a path (C:\\ on Windows)
+        return None
+    if scheme not in URL_SCHEMES:
+        return (f"scheme {scheme!r} is not allowed; use one of {', '.join(URL_SCHEMES)} or "
+                f"a local path (got {url})")
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return (f"a file:// URL names a file on this machine: host {parsed.netloc!r} is "
+                    f"not allowed (use file:///path or file://localhost/path; got {url})")
+        if not parsed.path:
+            return f"a file:// URL needs a path (got {url})"
+    elif not parsed.hostname:
+        return f"an {scheme} URL needs a host (got {url})"
+    return None
+
+
 def sha256_hex(v: Any) -> str | None:
     if v is None or re.fullmatch(r"[0-9a-fA-F]{64}", v):
         return None
@@ -60,8 +108,13 @@ def _check(fn: Callable[[Any], str | None]) -> dict:
 class DownloadParams:
     url: str
     sha256: str | None = field(default=None, metadata=_check(sha256_hex))
-    timeout: float = field(default=30.0, metadata=_check(positive))
+    timeout: float = field(default=30.0, metadata=_check(timeout_seconds))
     retries: int = field(default=3, metadata=_check(non_negative))
+
+    def validate(self, path: str) -> None:
+        problem = url_problem(self.url)
+        if problem:
+            raise ParamsError(f"{path}.url: {problem}")
 
 
 @dataclass(frozen=True)
@@ -188,7 +241,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, path)
-            except ParamsError:
+            except _WrongType:  # a value of the right type but out of range stops here
                 continue
     elif origin is list:
         if isinstance(value, list):
@@ -202,14 +255,28 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_MAX:
+                raise ParamsError(f"{path}: must fit in 64 bits (between -(2**63 - 1) and "
+                                  f"2**63 - 1 = {INT_MAX}), got {value}")
             return value
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            raise _WrongType(f"{path}: must be an integer, got the string {value!r} (write "
+                             "digits only, without quotes, a dot or an exponent)")
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                or isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+            # a string here is YAML's reading of `1e-3`: the number the user meant
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float range
+                number = math.inf
+            if not math.isfinite(number):
+                raise ParamsError(f"{path}: must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ParamsError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    raise _WrongType(f"{path}: must be {_type_name(tp)}, got {value!r}")
 
 
 def parse(cls: type[T], raw: Any, path: str) -> T:
@@ -219,7 +286,7 @@ def parse(cls: type[T], raw: Any, path: str) -> T:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: must be a mapping of keys to values, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted((k for k in raw if k not in fields), key=str)
     if unknown:
         raise ParamsError(
             f"{path}.{unknown[0]}: unknown key; allowed keys: {', '.join(fields)}"
@@ -286,19 +353,112 @@ def check_train_split(cfg: TrainParams, name: str, n_train: int) -> None:
         )
 
 
+MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
 def train_models(params: Mapping) -> dict[str, TrainParams]:
     """Every entry of ``train:``, validated; keys are the model names."""
     raw = params.get("train")
-    if not isinstance(raw, Mapping) or not raw:
+    if not isinstance(raw, Mapping):
         raise ParamsError("train: must map each model name to its settings")
+    if not raw:
+        raise ParamsError("train: lists no model; add at least one entry (name: settings), "
+                          "e.g. from the default params.yaml")
     out = {}
     for name, entry in raw.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
-            raise ParamsError(f"train.{name}: model names must be letters, digits, _ or -")
-        if re.fullmatch(r"ngram\d+", str(name)):
+        # the name becomes a DVC stage (train@<name>), a command-line argument and a file
+        # name (models/<name>.pt): nothing that could be read as a path or split in two
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+            raise ParamsError(f"train.{name}: model names must be letters, digits, _ or - "
+                              "(starting with a letter or _)")
+        if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"train.{name}: names ngram<order> are reserved for n-gram models")
-        out[str(name)] = parse(TrainParams, entry, f"train.{name}")
+        out[name] = parse(TrainParams, entry, f"train.{name}")
     return out
+
+
+# --- every section at once: the `validate` stage -----------------------------------------
+
+def _dataclass_section(cls: type) -> Callable[[Any, str], Any]:
+    return lambda raw, path: parse(cls, raw, path)
+
+
+# Every top-level section of params.yaml and the function that checks it (raw value, key
+# path) -> parsed value. The validate stage runs them all before any other stage, so that a
+# params error stops `dvc repro` before DVC deletes any output. A new section is one line.
+SECTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "download": _dataclass_section(DownloadParams),
+    "encode": _dataclass_section(EncodeParams),
+    "ngram": _dataclass_section(NgramParams),
+    "train": lambda raw, path: train_models({path: raw}),
+    "sample": _dataclass_section(SampleParams),
+    "evaluate": _dataclass_section(EvaluateParams),
+}
+
+
+def register_section(name: str, cls: type | Callable[[Any, str], Any]) -> None:
+    """Add a section to what :func:`validate_all` checks: a params dataclass, or a function
+    (raw value, key path) -> parsed value that raises :class:`ParamsError`."""
+    SECTIONS[name] = _dataclass_section(cls) if dataclasses.is_dataclass(cls) else cls
+
+
+def validate_all(params: Mapping) -> dict[str, Any]:
+    """Every section of loaded params, parsed and checked: section name -> parsed value.
+    A section params.yaml lacks, or one no stage knows (a typo), is an error too."""
+    unknown = sorted((k for k in params if k not in SECTIONS), key=str)
+    if unknown:
+        raise ParamsError(f"{unknown[0]}: unknown section; allowed sections: "
+                          f"{', '.join(SECTIONS)}")
+    out = {}
+    for name, check in SECTIONS.items():
+        if name not in params:
+            raise ParamsError(f"{name}: section missing from params")
+        out[name] = check(params[name], name)
+    return out
+
+
+# The validate stage's first output: constant, so that no stage reruns because validation
+# ran again; only a failed validation (no file) stops the stages that depend on it.
+PARAMS_OK = "every params section is valid\n"
+
+
+class ModelSetError(CharlabError):
+    """The model-set file (data/models.json) is missing or damaged."""
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Which models the pipeline has: the n-gram orders and the names of the train: entries.
+    The validate stage writes it; sample, evaluate and report depend on it, so adding or
+    removing a model reruns them (and only a change of the set does)."""
+
+    ngram_orders: tuple[int, ...]
+    trained: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, checked: Mapping[str, Any]) -> ModelSet:
+        """From :func:`validate_all`'s result."""
+        return cls(tuple(sorted(checked["ngram"].orders)), tuple(checked["train"]))
+
+    def to_json(self) -> dict:
+        return {"ngram_orders": list(self.ngram_orders), "trained": list(self.trained)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ModelSet:
+        try:
+            obj = read_json(path)
+        except FileNotFoundError:
+            raise ModelSetError(f"{path}: missing (the validate stage writes it: "
+                                "`dvc repro validate`)") from None
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError
+            raise ModelSetError(f"{path}: not a model-set file: {e}") from None
+        orders, trained = (obj.get(k) if isinstance(obj, dict) else None
+                           for k in ("ngram_orders", "trained"))
+        if not (isinstance(orders, list) and all(type(o) is int for o in orders)
+                and isinstance(trained, list) and all(isinstance(t, str) for t in trained)):
+            raise ModelSetError(f"{path}: not a model-set file: expected "
+                                '{"ngram_orders": [int, ...], "trained": [name, ...]}')
+        return cls(tuple(orders), tuple(trained))
 
 
 def stage_parser(doc: str | None, *paths: str, corpus: bool = False) -> argparse.ArgumentParser:
