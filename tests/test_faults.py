@@ -897,8 +897,8 @@ def disk_full(monkeypatch) -> Callable[[int], None]:
     return fill
 
 
-NO_SPACE = (r"cannot write: No space left on device \((not replaced; the previous file, if "
-            r"any, is unchanged|none replaced; the previous files, if any, are unchanged)\)$")
+NO_SPACE = (r"cannot write: No space left on device \((not replaced; the previous file is "
+            r"unchanged|none replaced; the previous files are unchanged)\)$")
 
 
 @pytest.mark.parametrize("budget", [100, 6050], ids=["in-tokens", "in-manifest"])
@@ -980,7 +980,7 @@ def test_file_size_limit_in_a_real_encode_process(ws: Path) -> None:
     assert proc.returncode == 2
     assert re.fullmatch(r"error: data/encoded/corpus\.bin, data/encoded/vocab\.json, "
                         r"data/encoded/split\.json: cannot write: File too large \(none "
-                        r"replaced; the previous files, if any, are unchanged\)",
+                        r"replaced; the previous files are unchanged\)",
                         one_line_error(proc.stderr))
     assert snapshot(ws) == before
 
