@@ -64,8 +64,9 @@ class OutputEncodingError(CharlabError):
 
 
 def _stdout_problem(e: UnicodeEncodeError) -> OutputEncodingError:
+    char = e.object[e.start]
     return OutputEncodingError(
-        f"stdout's encoding ({e.encoding}) cannot print {e.object[e.start:e.end]!r}; set "
+        f"stdout's encoding ({e.encoding}) cannot print U+{ord(char):04X} {char!r}; set "
         "PYTHONIOENCODING=utf-8 (or a UTF-8 locale), or PYTHONIOENCODING="
         f"{e.encoding}:backslashreplace to print such characters as escapes"
     )
