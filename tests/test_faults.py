@@ -209,7 +209,8 @@ def test_bad_yaml_is_one_line(ws: Path, capsys, text: bytes, message: str) -> No
     ("encode", {"test_fraction": 1.5}, r"^encode\.test_fraction: must be in \[0, 1\), got 1\.5$"),
     ("encode", {"val_fraction": 0.6, "test_fraction": 0.45},
      r"^encode\.val_fraction \+ encode\.test_fraction: must sum to < 1 .*got 0\.6 \+ 0\.45$"),
-    ("ngram", {"discount": 1.0}, r"^ngram\.discount: must be in \(0, 1\) or null, got 1\.0$"),
+    ("ngram", {"discount": 1.0}, r"^ngram\.discount: must be in \[0\.001, 1\) or null, got "
+                                 r"1\.0$"),
     ("sample", {"temperature": -1}, r"^sample\.temperature: must be >= 0, got -1\.0$"),
     ("sample", {"prime": 5}, r"^sample\.prime: must be a string, got 5$"),
     ("evaluate", {"device": "gpu"},

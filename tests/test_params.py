@@ -165,6 +165,18 @@ def _edit(path: str, value) -> dict:
     ("train", {"../x": {}}, r"^train\.\.\./x: model names must be letters, digits, _ or -"),
     ("train", {1: {}}, r"^train\.1: model names must be letters"),
     ("train", None, r"^train: must map each model name to its settings$"),
+    # bounds that keep later arithmetic finite and sizes sane
+    ("ngram.orders", [4, 10**5], r"^ngram\.orders\[1\]: must be at most 64 \(the table grows "
+                                r"with the order\), got 100000$"),
+    ("ngram.add_k", 1e308, r"^ngram\.add_k: must be in \[1e-10, 1e\+06\] \(beyond, "
+                           r"probabilities underflow or the model is uniform\), got 1e\+308$"),
+    ("ngram.add_k", 1e-320, r"^ngram\.add_k: must be in \[1e-10, 1e\+06\]"),
+    ("ngram.discount", 1e-300, r"^ngram\.discount: must be in \[0\.001, 1\) or null, got "
+                               r"1e-300$"),
+    ("train.rnn.threads", 2**31, r"^train\.rnn\.threads: must be at most 4096 \(torch threads "
+                                 r"per process\), got 2147483648$"),
+    ("evaluate.threads", 10**6, r"^evaluate\.threads: must be at most 4096"),
+    ("train.rnn.nproc", 2**40, r"^train\.rnn\.nproc: must be at most 4096"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
 def test_validate_all_rejects_what_used_to_fail_later(key, value, message):
     with pytest.raises(ParamsError, match=message):

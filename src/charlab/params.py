@@ -31,6 +31,16 @@ MAX_TIMEOUT = 86_400.0
 # number key such a string is the number the user meant
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 URL_SCHEMES = ("http", "https", "file")
+# Bounds that keep the later stages' arithmetic finite and their sizes sane (issue 12): an
+# n-gram table grows with the order and a history of 64 characters is practically never
+# seen twice; add-k beyond 1e6 is already a uniform model (and k * vocab overflows near
+# 1e300), below 1e-10 an unseen character's probability underflows to 0 on a large corpus;
+# a Kneser-Ney discount below 1e-3 multiplies down to 0 over ten back-off levels; torch
+# takes thread counts as C ints.
+MAX_ORDER = 64
+ADD_K_RANGE = (1e-10, 1e6)
+MIN_DISCOUNT = 1e-3
+MAX_THREADS = 4096
 
 
 class ParamsError(CharlabError, ValueError):
@@ -92,6 +102,19 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def at_most(limit: float, why: str) -> Callable[[Any], str | None]:
+    """``v <= limit`` (and the caller's other checks); ``why`` is said with the limit."""
+    def check(v: Any) -> str | None:
+        return None if v <= limit else f"must be at most {limit:g} ({why})"
+    return check
+
+
+def both(*checks: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return next((p for p in (c(v) for c in checks) if p), None)
+    return check
+
+
 def sha256_hex(v: Any) -> str | None:
     if v is None or re.fullmatch(r"[0-9a-fA-F]{64}", v):
         return None
@@ -138,7 +161,7 @@ class NgramParams:
     orders: list[int] = field(default_factory=lambda: [4, 10])
     # kn: interpolated Kneser-Ney; mkn: modified KN (3 discounts); addk: add-k
     smoothing: Literal["kn", "mkn", "addk"] = "kn"
-    add_k: float = field(default=0.01, metadata=_check(positive))
+    add_k: float = field(default=0.01)
     # null: one discount per order, D = n1 / (n1 + 2 n2) (Ney et al.)
     discount: float | None = None
 
@@ -148,10 +171,18 @@ class NgramParams:
         for i, o in enumerate(self.orders):
             if o < 0:
                 raise ParamsError(f"{path}.orders[{i}]: must be >= 0, got {o}")
+            if o > MAX_ORDER:
+                raise ParamsError(f"{path}.orders[{i}]: must be at most {MAX_ORDER} (the table "
+                                  f"grows with the order), got {o}")
+        lo, hi = ADD_K_RANGE
+        if not lo <= self.add_k <= hi:
+            raise ParamsError(f"{path}.add_k: must be in [{lo:g}, {hi:g}] (beyond, probabilities "
+                              f"underflow or the model is uniform), got {self.add_k}")
         if len(set(self.orders)) != len(self.orders):
             raise ParamsError(f"{path}.orders: must not repeat an order, got {self.orders}")
-        if self.discount is not None and not 0 < self.discount < 1:
-            raise ParamsError(f"{path}.discount: must be in (0, 1) or null, got {self.discount}")
+        if self.discount is not None and not MIN_DISCOUNT <= self.discount < 1:
+            raise ParamsError(f"{path}.discount: must be in [{MIN_DISCOUNT:g}, 1) or null, got "
+                              f"{self.discount}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +199,8 @@ class TrainParams:
     seed: int = field(default=1337, metadata=_check(non_negative))
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # 0: OMP_NUM_THREADS if set, else every core
-    threads: int = field(default=0, metadata=_check(non_negative))
+    threads: int = field(default=0, metadata=_check(both(
+        non_negative, at_most(MAX_THREADS, "torch threads per process"))))
     grad_clip: float = field(default=1.0, metadata=_check(non_negative))
     # 0: one-hot input, as in the lecture; else a learned embedding of this size
     embedding_size: int = field(default=0, metadata=_check(non_negative))
@@ -187,7 +219,8 @@ class TrainParams:
     patience: int = field(default=0, metadata=_check(non_negative))
     # > 1: `dvc repro` trains under torchrun with this many data-parallel processes (DDP),
     # each on batch_size / nproc of the streams
-    nproc: int = field(default=1, metadata=_check(positive))
+    nproc: int = field(default=1, metadata=_check(both(
+        positive, at_most(MAX_THREADS, "processes on this node"))))
 
     def validate(self, path: str) -> None:
         if self.batch_size % self.nproc:
@@ -215,7 +248,8 @@ class SampleParams:
 class EvaluateParams:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # 0: OMP_NUM_THREADS if set, else every core
-    threads: int = field(default=0, metadata=_check(non_negative))
+    threads: int = field(default=0, metadata=_check(both(
+        non_negative, at_most(MAX_THREADS, "torch threads per process"))))
 
 
 # --- the machinery -----------------------------------------------------------------------
