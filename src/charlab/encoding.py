@@ -55,8 +55,6 @@ def _vocab_chars(obj: object) -> tuple[str, ...]:
                          + (f"keys {', '.join(map(repr, list(obj)[:5]))}"
                             if isinstance(obj, dict) else _JSON_KIND.get(type(obj), "?")))
     chars = obj["chars"]
-    if not chars:
-        raise ValueError("chars: empty")
     for i, c in enumerate(chars):
         if not isinstance(c, str) or len(c) != 1 or 0xD800 <= ord(c) < 0xE000:
             raise ValueError(f"chars[{i}]: expected one character, got {c!r}")

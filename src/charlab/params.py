@@ -69,6 +69,12 @@ def probability(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
 
 
+def shown(v: object) -> str:
+    """A user's key or string as an error message shows it: as written when it is printable,
+    else quoted and escaped, so a control character never breaks the one line."""
+    return v if isinstance(v, str) and v.isprintable() else repr(v)
+
+
 def timeout_seconds(v: Any) -> str | None:
     if v <= 0:
         return "must be > 0"
@@ -78,27 +84,28 @@ def timeout_seconds(v: Any) -> str | None:
 def url_problem(url: str) -> str | None:
     """What is wrong with ``url`` as a corpus source (http, https, file:// or a local path),
     or None. Parsing only: nothing is fetched."""
+    got = shown(url)
     if not url.strip():
         return "must name a file or an http(s) URL, got an empty string"
     try:
         parsed = urllib.parse.urlparse(url)
         parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError as e:
-        return f"not a valid URL: {e} (got {url})"
+        return f"not a valid URL: {e} (got {got})"
     scheme = parsed.scheme
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a path (C:\\ on Windows)
         return None
     if scheme not in URL_SCHEMES:
         return (f"scheme {scheme!r} is not allowed; use one of {', '.join(URL_SCHEMES)} or "
-                f"a local path (got {url})")
+                f"a local path (got {got})")
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             return (f"a file:// URL names a file on this machine: host {parsed.netloc!r} is "
-                    f"not allowed (use file:///path or file://localhost/path; got {url})")
+                    f"not allowed (use file:///path or file://localhost/path; got {got})")
         if not parsed.path:
-            return f"a file:// URL needs a path (got {url})"
+            return f"a file:// URL needs a path (got {got})"
     elif not parsed.hostname:
-        return f"an {scheme} URL needs a host (got {url})"
+        return f"an {scheme} URL needs a host (got {got})"
     return None
 
 
@@ -323,7 +330,7 @@ def parse(cls: type[T], raw: Any, path: str) -> T:
     unknown = sorted((k for k in raw if k not in fields), key=str)
     if unknown:
         raise ParamsError(
-            f"{path}.{unknown[0]}: unknown key; allowed keys: {', '.join(fields)}"
+            f"{path}.{shown(unknown[0])}: unknown key; allowed keys: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -403,7 +410,7 @@ def train_models(params: Mapping) -> dict[str, TrainParams]:
         # the name becomes a DVC stage (train@<name>), a command-line argument and a file
         # name (models/<name>.pt): nothing that could be read as a path or split in two
         if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-            raise ParamsError(f"train.{name}: model names must be letters, digits, _ or - "
+            raise ParamsError(f"train.{shown(name)}: model names must be letters, digits, _ or - "
                               "(starting with a letter or _)")
         if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"train.{name}: names ngram<order> are reserved for n-gram models")
@@ -441,7 +448,7 @@ def validate_all(params: Mapping) -> dict[str, Any]:
     A section params.yaml lacks, or one no stage knows (a typo), is an error too."""
     unknown = sorted((k for k in params if k not in SECTIONS), key=str)
     if unknown:
-        raise ParamsError(f"{unknown[0]}: unknown section; allowed sections: "
+        raise ParamsError(f"{shown(unknown[0])}: unknown section; allowed sections: "
                           f"{', '.join(SECTIONS)}")
     out = {}
     for name, check in SECTIONS.items():
