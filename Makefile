@@ -4,9 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch must be installed before anything that depends on torch, or pip
-# pulls a multi-GB CUDA build. On a CUDA machine: make TORCH="torch==2.13.0 --index-url ..."
-TORCH ?= torch==2.13.0
+# torch is installed before anything that depends on it, so pip never picks a build itself.
+# A machine whose nvidia-smi lists a GPU gets the CUDA build (CUDA_WHEELS: the wheel index's
+# CUDA version, e.g. cu126, cu128); any other machine the CPU build (a plain `pip install
+# torch` would pull a multi-GB CUDA build onto it). Override with TORCH="torch==... ...".
+TORCH_VERSION ?= 2.13.0
+CUDA_WHEELS ?= cu128
+HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
+ifeq ($(HAS_GPU),yes)
+TORCH ?= torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/$(CUDA_WHEELS)
+else
+TORCH ?= torch==$(TORCH_VERSION)
+endif
 
 .PHONY: setup repro test lint clean
 
@@ -15,6 +24,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
+ifeq ($(HAS_GPU),yes)
+	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+		'error: nvidia-smi lists a GPU but torch ' + torch.__version__ + ' cannot use it: ' \
+		'pick the CUDA build for its driver, e.g. make CUDA_WHEELS=cu126')"
+	@$(BIN)/python -c "import torch; print('torch', torch.__version__, 'on', \
+		torch.cuda.get_device_name(0))"
+endif
 	touch $@
 
 setup: $(BIN)/.installed

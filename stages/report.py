@@ -7,15 +7,14 @@ from pathlib import Path
 import pandas as pd
 
 from charlab import params
-from charlab.checkpoint import load_checkpoint
 from charlab.errors import run_main
-from charlab.models import checkpoint_file, model_names
-from charlab.report import TrainedInfo, write_report
+from charlab.models import model_names
+from charlab.report import TrainedInfo, read_run_info, write_report
 
 
 def main() -> None:
     args = params.stage_parser(__doc__, "metrics", "model-set", "curves-dir", "samples-dir",
-                               "models-dir", "out", "figures-dir").parse_args()
+                               "runs-dir", "out", "figures-dir").parse_args()
 
     configs = params.train_models(params.load(args.params))
     models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
@@ -25,10 +24,9 @@ def main() -> None:
             raise params.ParamsError(f"train.{name}: in {args.model_set} but not in params "
                                      "(run `dvc repro`, which rewrites it)")
         cfg = configs[name]
-        _, _, info = load_checkpoint(checkpoint_file(args.models_dir, name), "cpu")
         trained[name] = TrainedInfo(curve=pd.read_csv(Path(args.curves_dir) / f"{name}.csv"),
                                     chars_per_step=cfg.batch_size * cfg.seq_length,
-                                    device=str(info.get("device") or "?"))
+                                    run=read_run_info(Path(args.runs_dir) / f"{name}.json"))
     samples = {name: (Path(args.samples_dir) / f"{name}.txt").read_text(encoding="utf-8")
                for name in model_names(list(models.ngram_orders), list(models.trained))}
     write_report(args.metrics, trained, samples, args.out, args.figures_dir)

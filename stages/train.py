@@ -17,7 +17,8 @@ from charlab.train import train
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "model", "checkpoint", "curve", corpus=True).parse_args()
+    args = params.stage_parser(__doc__, "model", "checkpoint", "curve", "run-info",
+                               corpus=True).parse_args()
 
     models = params.train_models(params.load(args.params))
     if args.model not in models:
@@ -42,7 +43,7 @@ def main() -> None:
 
     with distributed.process_group(world, distributed.device_for(world, device)):
         train(cfg, corpus, checkpoint_path=args.checkpoint, curve_path=args.curve,
-              name=args.model, world=world)
+              name=args.model, world=world, run_info_path=args.run_info)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def stage(d: Path, model: str, entries: dict[str, dict], out: Path) -> list[str]
     return [PY, str(REPO / "stages/train.py"), "--params", str(out / "params.yaml"),
             "--model", model, "--vocab", str(d / "vocab.json"), "--tokens",
             str(d / "tokens.bin"), "--splits", str(d / "split.json"),
-            "--checkpoint", str(out / f"{model}.pt"), "--curve", str(out / f"{model}.csv")]
+            "--checkpoint", str(out / f"{model}.pt"), "--curve", str(out / f"{model}.csv"),
+            "--run-info", str(out / f"{model}.json")]
 
 
 def run_ok(cmd: list[str]) -> str:
@@ -126,8 +127,9 @@ def test_two_processes_match_one_with_the_same_global_batch(encoded: Path, tmp_p
     w1, w2 = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=TOLERANCE, rtol=0)
-    # rank 0 alone writes: the checkpoint, its resume state and the curve, nothing else
-    assert sorted(p.name for p in tmp_path.glob("two*")) == ["two.csv", "two.pt", "two.pt.state"]
+    # rank 0 alone writes: the checkpoint, its resume state, the curve and the run info
+    assert sorted(p.name for p in tmp_path.glob("two*")) == ["two.csv", "two.json", "two.pt",
+                                                                 "two.pt.state"]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import torch
 
 from charlab.lm import LanguageModel, generate, score
 from charlab.model import RNNLM, CharRNN, ModelConfig, dropout
+from charlab.runtime import dtype_trace
 
 
 def make(vocab: int = 11, **kw) -> CharRNN:
@@ -72,21 +73,88 @@ def test_fused_elman_equals_nn_rnn(layers: int, embedding: int) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_bf16_autocast_close_to_fp32() -> None:
-    m = make(layers=2, hidden_size=64, dropout=0.0)
+PATHS = [("rnn", True), ("rnn", False), ("lstm", False), ("gru", False)]  # (cell, fused)
+RECURRENT_OPS = ("mm", "addmm", "rnn_tanh", "lstm", "gru", "mkldnn_rnn_layer", "_cudnn_rnn")
+
+
+@pytest.mark.parametrize("cell,fused", PATHS)
+def test_bf16_runs_the_recurrence_and_head_in_bf16(cell: str, fused: bool) -> None:
+    """The dtypes each part runs in, read from the tensors: GEMMs in bf16, parameters,
+    their gradients and the returned hidden state in fp32, close to an fp32 pass."""
+    m = make(cell=cell, layers=2, hidden_size=64, dropout=0.0)
+    m.fused = fused
     idx = torch.randint(0, 11, (8, 20))
     ref, _ = m(idx)
     ref.sum().backward()
     ref_grad = m.rnn.weight_hh_l1.grad.clone()
     m.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    m.set_precision(torch.bfloat16, torch.bfloat16)
+    with dtype_trace() as ops:
         out, h = m(idx)
-    out.float().sum().backward()
-    assert h.dtype == torch.float32
+        out.float().sum().backward()
+    gemms = [r for r in ops if r.op in RECURRENT_OPS]
+    assert gemms and all(set(r.inputs) == {torch.bfloat16} for r in gemms
+                         if r.op not in ("mm", "addmm") or r.shapes[0][-1] != 11)
+    head = [r for r in ops if r.op in ("mm", "addmm") and r.shapes[0][-1] == 11]
+    assert head and set(head[0].inputs) == {torch.bfloat16}
+    assert out.dtype == torch.bfloat16
+    assert all(t.dtype == torch.float32 for t in (h if isinstance(h, tuple) else (h,)))
+    assert all(p.grad.dtype == torch.float32 for p in m.parameters())
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
     cos = torch.nn.functional.cosine_similarity(m.rnn.weight_hh_l1.grad.flatten(),
                                                 ref_grad.flatten(), dim=0)
     assert cos > 0.99
+
+
+@pytest.mark.parametrize("cell,fused", PATHS)
+def test_an_outer_autocast_does_not_change_the_dtypes(cell: str, fused: bool) -> None:
+    """Autocast would pick each op's dtype itself (on CUDA: fp16 for cuDNN's RNN whatever
+    it was asked for); the network's explicit dtypes win over any autocast around it."""
+    m = make(cell=cell, layers=2, hidden_size=16, dropout=0.1)
+    m.fused = fused
+    m.set_precision(torch.bfloat16, torch.float32)
+    with dtype_trace() as ops:
+        with torch.autocast("cpu", dtype=torch.float16):
+            logits, h = m(torch.randint(0, 11, (2, 5)))
+        logits.sum().backward()
+    assert not any(torch.float16 in r.inputs + r.outputs for r in ops)
+    assert logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_layer_by_layer_equals_one_module_call(cell: str) -> None:
+    """The path that runs one layer at a time (another recurrence dtype, or dropout between
+    layers) computes what the whole nn.RNN/LSTM/GRU computes: here in float64 against it."""
+    m = make(cell=cell, layers=3, hidden_size=12, dropout=0.0)
+    m.fused = False
+    idx = torch.randint(0, 11, (3, 9))
+    h0 = torch.randn(3, 3, 12)
+    hidden = (h0, h0.flip(0)) if cell == "lstm" else h0
+    ref, ref_h = m(idx, hidden)
+    m.set_precision(torch.float64, torch.float64)
+    out, h = m(idx, hidden)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(h if cell == "lstm" else (h,), ref_h if cell == "lstm" else (ref_h,),
+                    strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,fused", PATHS)
+def test_dropout_between_layers_draws_from_torch_generators(cell: str, fused: bool) -> None:
+    """Every random number a training step uses comes from torch's generator (cuDNN's own
+    dropout state would not be captured by a resume): the same seed, the same step."""
+    m = make(cell=cell, layers=3, hidden_size=16, dropout=0.5)
+    m.fused = fused
+    idx = torch.randint(0, 11, (4, 6))
+    torch.manual_seed(7)
+    a, _ = m(idx)
+    torch.manual_seed(7)
+    b, _ = m(idx)
+    c, _ = m(idx)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+    assert m.rnn.dropout == 0  # nn.RNN's own (cuDNN's) dropout is off
 
 
 def test_dropout_rate_scale_and_eval() -> None:

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from charlab.report import TrainedInfo, render_markdown, write_report
+from charlab.report import TrainedInfo, read_run_info, render_markdown, write_report
 
 
 def metrics_table() -> pd.DataFrame:
@@ -31,7 +31,8 @@ def test_trained_info_throughput():
 
 def test_markdown_table_matches_metrics():
     m = metrics_table()
-    md = render_markdown(m, {"rnn3": TrainedInfo(curve([5, 10], [2.0, 1.6]), 100, "cpu")},
+    run = {"device": "cpu", "precision": "bf16"}
+    md = render_markdown(m, {"rnn3": TrainedInfo(curve([5, 10], [2.0, 1.6]), 100, run)},
                          {"rnn3": "First Citizen:\nhello"}, {"Curves": "figures/c.png"})
     assert "Best model on the test split: **rnn3**" in md
     test = m[m.split == "test"].sort_values("nll")
@@ -46,11 +47,30 @@ def test_markdown_table_matches_metrics():
 def test_write_report_files(tmp_path):
     csv = tmp_path / "metrics.csv"
     metrics_table().to_csv(csv, index=False)
-    trained = {"rnn": TrainedInfo(curve([5, 10], [2.5, 2.0]), 640, "cpu"),
-               "rnn3": TrainedInfo(curve([5, 10], [2.2, 1.7]), 640, "cpu")}
+    trained = {"rnn": TrainedInfo(curve([5, 10], [2.5, 2.0]), 640, {"device": "cpu"}),
+               "rnn3": TrainedInfo(curve([5, 10], [2.2, 1.7]), 640, {"device": "cpu"})}
     write_report(csv, trained, {"ngram4": "abc"}, tmp_path / "report.md", tmp_path / "figures")
     for name in ("loss_curves.png", "test_bpc.png"):
         data = (tmp_path / "figures" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     md = (tmp_path / "report.md").read_text()
     assert "(figures/loss_curves.png)" in md and "(figures/test_bpc.png)" in md
+
+
+@pytest.mark.parametrize("run,shown", [
+    ({"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "precision": "tf32"},
+     "| cuda (NVIDIA H100 80GB HBM3) | tf32 |"),
+    ({"device": "cpu", "device_name": "Intel(R) Xeon(R)", "precision": "bf16"}, "| cpu | bf16 |"),
+    ({}, "| ? | ? |"),  # trained before runs wrote their info
+])
+def test_the_table_names_the_gpu_and_the_precision(run: dict, shown: str) -> None:
+    md = render_markdown(metrics_table(), {"rnn3": TrainedInfo(curve([5, 10], [2.0, 1.6]), 100,
+                                                               run)}, {}, {})
+    row = next(line for line in md.splitlines() if line.startswith("| rnn3 |"))
+    assert row.endswith(shown)
+
+
+def test_run_info_missing_or_foreign_is_empty(tmp_path) -> None:
+    assert read_run_info(tmp_path / "absent.json") == {}
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert read_run_info(tmp_path / "list.json") == {}

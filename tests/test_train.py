@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -34,7 +35,9 @@ from charlab.train import (
     TrainingDiverged,
     TrainingError,
     TrainingInterrupted,
+    load_resume_state,
     lr_at,
+    restore_hidden,
     train,
 )
 
@@ -129,7 +132,7 @@ def interrupt_at(step: int):
     return hook
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("cut", [9, 12])
 def test_resume_after_interrupt_is_bit_identical(cell: str, cut: int, corpus: Corpus,
                                                  tmp_path: Path) -> None:
@@ -366,3 +369,74 @@ def test_stream_batches_read_from_disk_as_from_memory(corpus: Corpus, block: int
         got, want = disk.batch(step), mem.batch(step)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), step
         assert got[2] == want[2]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_resume_under_another_precision(cell: str, corpus: Corpus, tmp_path: Path) -> None:
+    """A run saved in bf16 continues in fp32 (resume: true): the carried hidden state has the
+    parameters' dtype whatever precision saved it (an LSTM's used to be bf16: a dtype
+    error in the next fp32 forward)."""
+    c = cfg(cell=cell, layers=2, dropout=0.1, max_steps=8, eval_every=4, precision="bf16")
+    run(c, corpus, tmp_path)
+    more = dataclasses.replace(c, precision="fp32", max_steps=14, resume=True)
+    state = load_resume_state(default_state_path(tmp_path / "m.pt"), more, corpus)
+    assert state is not None and all(h.dtype == torch.float32 for h in state["hidden"])
+    res = run(more, corpus, tmp_path)
+    assert res.resumed_from == 8 and res.steps == 14 and res.precision == "fp32"
+
+
+def test_restored_hidden_is_contiguous_in_the_parameters_dtype() -> None:
+    """A DDP rank's rows of the saved hidden state: a slice of the batch dimension is a
+    strided view, which cuDNN rejects as hx; restored contiguous, in the parameters' dtype."""
+    saved = [torch.randn(3, 8, 5, dtype=torch.bfloat16), torch.randn(3, 8, 5)]
+    like = torch.zeros(1)
+    h, c = restore_hidden(saved, range(2, 4), like)
+    for got, full in ((h, saved[0]), (c, saved[1])):
+        assert got.is_contiguous() and got.dtype == torch.float32 and got.shape == (3, 2, 5)
+        assert torch.equal(got, full[:, 2:4].float())
+    one = restore_hidden(saved[:1], range(0, 8), like)
+    assert isinstance(one, torch.Tensor) and one.is_contiguous()
+
+
+def test_resume_state_loads_on_the_cpu(corpus: Corpus, tmp_path: Path, monkeypatch) -> None:
+    """Read on the CPU whatever the device: load_state_dict moves what must move and leaves
+    Adam's step counters on the CPU (on a GPU they cost a host sync per step)."""
+    c = cfg(max_steps=6, eval_every=3)
+    run(c, corpus, tmp_path)
+    seen = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    state = load_resume_state(default_state_path(tmp_path / "m.pt"),
+                              dataclasses.replace(c, resume=True), corpus)
+    assert seen and all(kw["map_location"] == "cpu" and kw["weights_only"] for kw in seen)
+    devices = {t.device.type for t in _tensors(state)}
+    assert devices == {"cpu"}
+    steps = [s["step"] for s in state["optimizer"]["state"].values()]
+    assert steps and all(isinstance(s, torch.Tensor) and s.device.type == "cpu" for s in steps)
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def test_run_info_and_log_name_the_device_and_each_parts_precision(corpus: Corpus,
+                                                                   tmp_path: Path,
+                                                                   capsys) -> None:
+    run(cfg(max_steps=4, eval_every=2, precision="bf16"), corpus, tmp_path,
+        run_info_path=tmp_path / "runs" / "m.json")
+    info = json.loads((tmp_path / "runs" / "m.json").read_text())
+    assert info["device"] == "cpu" and info["device_name"]
+    assert info["precision"] == "bf16" and info["precision_parts"]["recurrence"] == "bf16"
+    assert info["steps"] == 4 and info["threads"] == 1 and info["processes"] == 1
+    assert info["elapsed_seconds"] > 0 and info["params"] > 0
+    out = capsys.readouterr().out
+    assert "precision bf16 (recurrence bf16, head bf16), 1 threads" in out
+    _, _, ckpt_info = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt_info["precision_parts"]["head"] == "bf16" and ckpt_info["device_name"]

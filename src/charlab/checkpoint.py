@@ -113,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         )
     model.to(device).eval()
     info = {k: obj.get(k) for k in ("name", "step", "val_loss", "params", "precision",
-                                    "device")}
+                                    "precision_parts", "device", "device_name")}
     return model, ckpt_vocab, info
 
 

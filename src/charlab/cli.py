@@ -137,6 +137,18 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{key:<15} {value}")
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    import shlex
+    import subprocess
+
+    from charlab.profiles import command
+
+    argv = command(args.profile, args.params, tuple(args.dvc_args))
+    print(shlex.join(argv), flush=True)
+    if not args.dry_run:
+        raise SystemExit(subprocess.run(argv, check=False).returncode)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="ngram<order>, a train: key, or a .npz/.pt path")
     p.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"(default {DEFAULT_VOCAB})")
@@ -177,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ngram-dir", default=DEFAULT_NGRAMS, help=f"(default {DEFAULT_NGRAMS})")
     p.set_defaults(func=cmd_ngram_show)
 
+    p = sub.add_parser("profile", help="run a params profile (e.g. profiles/gpu.yaml) as one "
+                       "`dvc exp run -S ...` experiment",
+                       epilog="Arguments after -- go to dvc exp run, e.g. -- --queue -n gpu")
+    p.add_argument("profile", help="a YAML file of the params keys to set or add")
+    p.add_argument("--params", default="params.yaml", help="(default params.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("info", help="what a trained checkpoint holds")
     p.add_argument("checkpoint", help="a .pt file written by the train stage")
     p.set_defaults(func=cmd_info)
@@ -215,7 +235,14 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `charlab profile FILE -- --queue`: what follows -- is dvc's
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
+    if extra and args.command != "profile":
+        parser.error("arguments after -- are for `charlab profile` only")
+    args.dvc_args = extra
     try:
         run_main(lambda: _run(args))
         sys.stdout.flush()  # inside the try: a reader gone at the last write is caught too

@@ -10,6 +10,14 @@ small weight-gradient GEMMs, while BPTT only needs one ``B x H @ H x H`` product
 per direction; all weight gradients are then a single large GEMM. That is what makes training
 on a CPU run near its FLOP ceiling. On CUDA the cuDNN kernels behind ``nn.RNN`` are used.
 
+What each part computes in is explicit, never autocast's choice: ``recurrence_dtype`` and
+``head_dtype`` (float32 unless the trainer sets them, see :mod:`charlab.runtime`). The
+network casts its operands itself with autocast off; parameters and the returned hidden
+state stay float32. When the recurrence runs in another dtype than the parameters, or
+dropout applies between layers in training, the layers run one at a time (each one cuDNN
+call on CUDA) with charlab's dropout between them, so every random number comes from torch
+generators whose state a resume restores (cuDNN's own dropout state is not).
+
 :class:`RNNLM` adapts a trained model to the :class:`charlab.lm.LanguageModel` protocol.
 """
 
@@ -18,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 CELLS = ("rnn", "lstm", "gru")
+# One layer of each cell, as torch's RNN modules call them (input, hx, [w_ih, w_hh, b_ih,
+# b_hh], has_biases, num_layers, dropout, train, bidirectional, batch_first).
+_LAYER_FN = {"rnn": torch.rnn_tanh, "lstm": torch.lstm, "gru": torch.gru}
+# Weights cast to another dtype are not views into cuDNN's flat buffer, so cuDNN packs them
+# per call, and says so; charlab casts them on purpose (a few MB per step).
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single")
 
 # Hidden state as nn.RNN/nn.GRU return it ((layers, B, H)), or nn.LSTM's (h, c) pair.
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -151,12 +166,6 @@ def _low_precision(dtype: torch.dtype) -> bool:
     return dtype.itemsize < 4
 
 
-def _autocast_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
-    if device_type in ("cpu", "cuda", "mps") and torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return default
-
-
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout``, but with a mask torch's CPU generator can make 5x faster.
 
@@ -181,7 +190,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 class CharRNN(nn.Module):
     """Characters in, next-character logits out: input -> recurrent layers -> Linear.
 
-    Dropout sits between recurrent layers (as ``nn.RNN``'s ``dropout``) and before the
+    Dropout (charlab's own, see :func:`dropout`) sits between recurrent layers and before the
     output layer (the lecture's ``Dropout(0.1)``).
     """
 
@@ -191,11 +200,24 @@ class CharRNN(nn.Module):
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.embedding_size) if c.embedding_size else None
         rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[c.cell]
+        # dropout between layers is charlab's own (see forward), never the module's
         self.rnn = rnn_cls(c.embedding_size or c.vocab_size, c.hidden_size, c.layers,
-                           batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+                           batch_first=True)
         self.head = nn.Linear(c.hidden_size, c.vocab_size)
         # None: pick per call (the manual Elman recurrence off CUDA); tests force either path.
         self.fused: bool | None = None
+        # None: the parameters' dtype
+        self.recurrence_dtype: torch.dtype | None = None
+        self.head_dtype: torch.dtype | None = None
+
+    def set_precision(self, recurrence: torch.dtype | None, head: torch.dtype | None) -> None:
+        """Compute the recurrent layers in ``recurrence`` and the output layer in ``head``."""
+        self.recurrence_dtype, self.head_dtype = recurrence, head
+
+    def compute_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
+        """(recurrence, head): what the next forward computes in."""
+        param = self.head.weight.dtype
+        return self.recurrence_dtype or param, self.head_dtype or param
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -207,28 +229,55 @@ class CharRNN(nn.Module):
 
     def forward(self, idx: torch.Tensor, hidden: Hidden | None = None
                 ) -> tuple[torch.Tensor, Hidden]:
-        """``idx`` (B, T) int64 -> logits (B, T, vocab) and the hidden state after ``T``."""
+        """``idx`` (B, T) int64 -> logits (B, T, vocab) and the hidden state after ``T``.
+
+        The logits are in ``head_dtype``; the hidden state in the parameters' dtype.
+        """
         fused = self.fused
         if fused is None:
             fused = self.config.cell == "rnn" and idx.device.type != "cuda"
-        if fused:
-            if self.config.cell != "rnn":
-                raise ValueError("the fused recurrence exists only for cell 'rnn'")
-            out, hidden = self._elman_layers(idx.t(), hidden)  # time-major inside
+        if fused and self.config.cell != "rnn":
+            raise ValueError("the fused recurrence exists only for cell 'rnn'")
+        # the dtypes below are explicit; an autocast around the call must not rewrite them
+        with torch.autocast(idx.device.type, enabled=False):
+            if fused:
+                out, hidden = self._elman_layers(idx.t(), hidden)  # time-major inside
+            else:
+                out, hidden = self._layers(idx, hidden)
             out = dropout(out, self.config.dropout, self.training)
-            return self.head(out).transpose(0, 1), hidden
-        if self.embed is None:
-            x = F.one_hot(idx, self.config.vocab_size).to(self.head.weight.dtype)
-        else:
-            x = self.embed(idx)
-        out, hidden = self.rnn(x, hidden)
-        return self.head(dropout(out, self.config.dropout, self.training)), hidden
+            dt = self.compute_dtypes()[1]
+            logits = F.linear(out.to(dt), self.head.weight.to(dt), self.head.bias.to(dt))
+        return (logits.transpose(0, 1) if fused else logits), hidden
+
+    def _layers(self, idx: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+        """The recurrent layers through torch's kernels (cuDNN on CUDA), batch-major."""
+        c = self.config
+        param_dtype, dtype = self.head.weight.dtype, self.compute_dtypes()[0]
+        x = F.one_hot(idx, c.vocab_size) if self.embed is None else self.embed(idx)
+        x = x.to(dtype)
+        between = c.dropout if self.training and c.layers > 1 else 0.0
+        if dtype == param_dtype and between == 0:
+            return self.rnn(x, hidden)  # all layers in one call
+        if hidden is None:
+            hidden = self.init_hidden(idx.shape[0], idx.device)
+        states = hidden if isinstance(hidden, tuple) else (hidden,)
+        finals: list[tuple[torch.Tensor, ...]] = []
+        for layer in range(c.layers):
+            weights = [getattr(self.rnn, f"{name}_l{layer}").to(dtype)
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            hx = [s[layer:layer + 1].to(dtype) for s in states]
+            x, *final = _LAYER_FN[c.cell](x, hx if c.cell == "lstm" else hx[0], weights,
+                                           True, 1, 0.0, self.training, False, True)
+            finals.append(tuple(final))
+            if layer < c.layers - 1:
+                x = dropout(x, between, self.training)
+        stacked = [torch.cat([f[i] for f in finals]).to(param_dtype) for i in range(len(states))]
+        return x, (stacked[0], stacked[1]) if c.cell == "lstm" else stacked[0]
 
     def _elman_layers(self, idx_tm: torch.Tensor, hidden: torch.Tensor | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        param_dtype = self.head.weight.dtype
-        dtype = _autocast_dtype(idx_tm.device.type, param_dtype)
+        param_dtype, dtype = self.head.weight.dtype, self.compute_dtypes()[0]
         grad = torch.is_grad_enabled()
         finals = []
         x: torch.Tensor | None = None
@@ -242,12 +291,10 @@ class CharRNN(nn.Module):
                 xw = F.embedding(idx_tm, w_ih.t() + bias)
             else:
                 inp = self.embed(idx_tm) if layer == 0 else x
-                xw = F.linear(inp, w_ih, bias)
+                xw = F.linear(inp.to(dtype), w_ih.to(dtype), bias.to(dtype))
             h0 = xw.new_zeros(xw.shape[1:], dtype=param_dtype) if hidden is None else hidden[layer]
-            # dtypes are explicit here; autocast must not rewrite the out= GEMMs
-            with torch.autocast(idx_tm.device.type, enabled=False):
-                args = (xw, h0, w_hh.to(dtype))
-                out = _ElmanRecurrence.apply(*args) if grad else _elman_forward(*args)[0]
+            args = (xw, h0, w_hh.to(dtype))
+            out = _ElmanRecurrence.apply(*args) if grad else _elman_forward(*args)[0]
             finals.append(out[-1])
             x = dropout(out, c.dropout, self.training) if layer < c.layers - 1 else out
         assert x is not None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,7 +15,7 @@ matplotlib.use("Agg")  # headless: no display on CI or servers
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from charlab.io import atomic_path, write_text  # noqa: E402
+from charlab.io import atomic_path, read_json, write_text  # noqa: E402
 
 EXCERPT_CHARS = 300
 
@@ -25,7 +26,19 @@ class TrainedInfo:
 
     curve: pd.DataFrame          # the train stage's loss curve
     chars_per_step: int          # batch_size * seq_length
-    device: str = "?"
+    run: Mapping[str, Any] = field(default_factory=dict)  # the train stage's run info
+
+    @property
+    def device(self) -> str:
+        """Where it trained: ``cuda (NVIDIA H100 80GB HBM3)``, ``cpu``; ``?`` if unknown."""
+        device, name = self.run.get("device"), self.run.get("device_name")
+        if not device:
+            return "?"
+        return f"{device} ({name})" if device == "cuda" and name else str(device)
+
+    @property
+    def precision(self) -> str:
+        return str(self.run.get("precision") or "?")
 
     @property
     def train_seconds(self) -> float:
@@ -40,6 +53,16 @@ class TrainedInfo:
         steps = c["step"].diff().fillna(c["step"].iloc[0])
         seconds = (steps * self.chars_per_step / c["chars_per_sec"]).sum()
         return float(c["step"].iloc[-1] * self.chars_per_step / seconds)
+
+
+def read_run_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The run info the train stage writes beside its curve; empty if there is none (a
+    model trained before charlab wrote one)."""
+    try:
+        info = read_json(path)
+    except FileNotFoundError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -97,8 +120,8 @@ def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
         "split; bpc = nll / ln 2; perplexity = exp(nll). Every model scores the same "
         f"{int(test['chars'].iloc[0]):,} test characters.", "",
         "| model | params | test nll | test bpc | test perplexity | val nll | train time (s) "
-        "| train chars/s | device |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| train chars/s | device | precision |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, row in test.sort_values("nll").iterrows():
         info = trained.get(name)
@@ -107,7 +130,8 @@ def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
             f"| {row['perplexity']:.3f} | {_fmt(val.get(name, math.nan), '.4f')} "
             f"| {_fmt(info.train_seconds if info else math.nan, '.0f')} "
             f"| {_fmt(info.chars_per_sec if info else math.nan, ',.0f')} "
-            f"| {info.device if info else 'cpu (counting)'} |"
+            f"| {info.device if info else 'cpu (counting)'} "
+            f"| {info.precision if info else '–'} |"
         )
     lines += ["", "## Figures", ""]
     lines += [f"![{title}]({rel})" for title, rel in figures.items()]

@@ -36,13 +36,22 @@ from tqdm import tqdm
 from charlab import checkpoint as ckpt
 from charlab import distributed as ddp
 from charlab.batches import StreamBatches, TrainingError
-from charlab.checkpoint import CheckpointError, default_state_path, to_cpu, to_device
+from charlab.checkpoint import CheckpointError, default_state_path, to_cpu
 from charlab.distributed import SINGLE, World
 from charlab.encoding import Corpus
-from charlab.io import atomic_open
+from charlab.io import atomic_open, write_json
 from charlab.model import RNNLM, CharRNN, Hidden, ModelConfig, detach_hidden
 from charlab.params import ParamsError, TrainParams, check_train_split
-from charlab.runtime import DeviceError, cpu_threads, resolve_device, resolve_precision
+from charlab.runtime import (
+    FP32,
+    DeviceError,
+    Precision,
+    cpu_threads,
+    float32_gemms,
+    hardware,
+    plan_precision,
+    resolve_device,
+)
 
 CURVE_COLUMNS = ("step", "train_loss", "val_loss", "chars_per_sec", "elapsed_sec")
 
@@ -85,8 +94,18 @@ def model_config(cfg: TrainParams, vocab_size: int) -> ModelConfig:
 
 
 def evaluate_loss(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
-    """Character-weighted mean NLL (nats) of ``ids[1:]`` with the hidden state carried."""
-    lp = RNNLM(model, device).log_probs(np.asarray(ids, dtype=np.int64))
+    """Character-weighted mean NLL (nats) of ``ids[1:]`` with the hidden state carried.
+
+    In float32 whatever the training precision, as the evaluate stage scores: the val
+    loss that picks the best checkpoint is the number a reader of the metrics sees.
+    """
+    trained_in = model.recurrence_dtype, model.head_dtype
+    model.set_precision(None, None)
+    try:
+        with float32_gemms(FP32):
+            lp = RNNLM(model, device).log_probs(np.asarray(ids, dtype=np.int64))
+    finally:
+        model.set_precision(*trained_in)
     return float(-lp.mean())
 
 
@@ -172,15 +191,20 @@ def _corpus_id(corpus: Corpus) -> dict[str, Any]:
             "splits": {k: list(v) for k, v in corpus.manifest.splits.items()}}
 
 
-def _load_state(path: Path, cfg: TrainParams, corpus: Corpus, device: torch.device
-                ) -> dict | None:
-    """The resume state to continue from, or None to start afresh."""
+def load_resume_state(path: Path, cfg: TrainParams, corpus: Corpus) -> dict | None:
+    """The resume state to continue from (its tensors on the CPU), or None to start afresh.
+
+    On the CPU whatever the run's device: ``load_state_dict`` moves the model's and Adam's
+    tensors where they belong but leaves Adam's ``step`` counters on the CPU, where Adam
+    reads them without a host sync (a step counter on the GPU costs one ``.item()`` sync
+    per optimizer step), and only the hidden state is moved by hand (:func:`restore_hidden`).
+    """
     if not path.is_file():
         if cfg.resume:
             tqdm.write(f"resume: no resume state at {path}; training from scratch")
         return None
     try:
-        state = ckpt.read(path, device)
+        state = ckpt.read(path, "cpu")
         if state["format"] != ckpt.STATE_FORMAT:
             raise CheckpointError(f"{path}: a best-model checkpoint, not a resume state")
     except CheckpointError as e:
@@ -212,12 +236,27 @@ def _load_state(path: Path, cfg: TrainParams, corpus: Corpus, device: torch.devi
     return None
 
 
+def restore_hidden(saved: list[torch.Tensor], rows: range, like: torch.Tensor) -> Hidden:
+    """This rank's rows of a saved global hidden state, ready for the next forward.
+
+    Contiguous (cuDNN rejects a strided ``hx``; a slice of the batch dimension is one) and in
+    ``like``'s dtype and device: the parameters' dtype, whatever precision saved it.
+    """
+    h = [t[:, rows.start:rows.stop].to(like.device, like.dtype).contiguous() for t in saved]
+    return (h[0], h[1]) if len(h) == 2 else h[0]
+
+
 def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLike,
           curve_path: str | os.PathLike, name: str = "model",
           state_path: str | os.PathLike | None = None, progress: bool | None = None,
           on_step: Callable[[int, CharRNN], None] | None = None,
-          world: World = SINGLE) -> TrainResult:
+          world: World = SINGLE, run_info_path: str | os.PathLike | None = None
+          ) -> TrainResult:
     """Train one ``train:`` entry on ``corpus``; write the best checkpoint and loss curve.
+
+    ``run_info_path``: where to write, beside the curve, how the run trained (device and
+    its name, precision of each part, threads, processes, times) for the report, which then
+    reads no weights.
 
     ``state_path`` defaults to :func:`default_state_path`. ``progress`` None shows the tqdm
     bar only on a terminal. ``on_step(step, model)`` runs after each optimiser step (tests
@@ -236,28 +275,35 @@ def train(cfg: TrainParams, corpus: Corpus, *, checkpoint_path: str | os.PathLik
         device = ddp.device_for(world, resolve_device(cfg.device))
     except ddp.DistributedError as e:
         raise DeviceError(f"train.{name}.nproc: {e}") from None
-    precision = resolve_precision(cfg.precision, device)
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"train.{name}.precision: bf16 is not supported by this GPU; use fp32")
-    with _threads(cfg.threads):
-        return _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
-                    state_path, progress, on_step, world).run()
+    hw = hardware(device)
+    try:
+        precision = plan_precision(cfg.precision, hw)
+    except DeviceError as e:
+        raise DeviceError(f"train.{name}.precision: {e}") from None
+    with _threads(cfg.threads), float32_gemms(precision):
+        run = _Run(cfg, corpus, device, precision, name, checkpoint_path, curve_path,
+                   state_path, progress, on_step, world)
+        run.run_info_path = None if run_info_path is None else Path(run_info_path)
+        return run.run()
 
 
 class _Run:
     """One call of :func:`train`; its fields are what the resume state saves."""
 
     def __init__(self, cfg: TrainParams, corpus: Corpus, device: torch.device,
-                 precision: str, name: str,
+                 precision: Precision, name: str,
                  checkpoint_path: Path, curve_path: Path, state_path: Path,
                  progress: bool | None, on_step: Callable[[int, CharRNN], None] | None,
                  world: World) -> None:
         self.cfg, self.corpus, self.device, self.name = cfg, corpus, device, name
         self.world = world
-        self.precision = precision  # fp32 or bf16, "auto" resolved
+        self.plan = precision  # "auto" resolved: the dtype of each part
+        self.precision = precision.name
+        self.device_name = hardware(device).name
         self.checkpoint_path, self.curve_path, self.state_path = (
             checkpoint_path, curve_path, state_path)
         self.progress, self.on_step = progress, on_step
+        self.run_info_path: Path | None = None
         self.vocab = corpus.vocab
         # rank 0 alone scores the val split; 8 bytes a character, not on every rank
         self.val = np.asarray(corpus.split("val"), dtype=np.int64) if world.main else None
@@ -274,6 +320,7 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.mconfig = model_config(cfg, corpus.vocab.size)
         self.model = CharRNN(self.mconfig).to(device)
+        self.model.set_precision(precision.recurrence, precision.head)
         self.net: torch.nn.Module = self.model
         if world.distributed:
             # one gradient all-reduce per step, overlapped with the backward pass
@@ -360,11 +407,9 @@ class _Run:
                      f"{len(rngs)}; dropout masks differ from an uninterrupted run")
             torch.manual_seed(_derived_seed(self.cfg.seed, 0, self.step))
             self._seed_rank(self.step)
-        h = state["hidden"]
-        if h is not None:
-            rows = self.world.rows(self.cfg.batch_size)
-            h = [t[:, rows.start:rows.stop].to(self.device) for t in h]
-            self.hidden = tuple(h) if self.mconfig.cell == "lstm" else h[0]
+        if state["hidden"] is not None:
+            self.hidden = restore_hidden(state["hidden"], self.world.rows(self.cfg.batch_size),
+                                         self.model.head.weight)
         self.curve = [dict(r) for r in state["curve"]]
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
         self.best_weights = to_cpu(state["best_model"])
@@ -378,11 +423,29 @@ class _Run:
         self.complete = bool(state["complete"]) and (
             self.stopped_early or self.step >= self.cfg.max_steps)
 
+    def _write_curve(self) -> None:
+        """The loss curve and, beside it, how the run trains (both small, rank 0 only)."""
+        _write_curve(self.curve_path, self.curve)
+        if self.run_info_path is not None:
+            write_json(self.run_info_path, self.run_info())
+
+    def run_info(self) -> dict[str, Any]:
+        last = self.curve[-1] if self.curve else {}
+        return {"name": self.name, "device": self.device.type, "device_name": self.device_name,
+                "precision": self.precision, "precision_parts": self.plan.parts(),
+                "threads": torch.get_num_threads(), "processes": self.world.size,
+                "steps": int(last.get("step", 0)), "best_step": self.best_step,
+                "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
+                "train_seconds": self.total_train_sec,
+                "elapsed_seconds": float(last.get("elapsed_sec", 0.0)),
+                "params": self.model.num_params()}
+
     def _checkpoint(self) -> dict[str, Any]:
         return {"format": ckpt.CHECKPOINT_FORMAT, "version": ckpt.FORMAT_VERSION, "name": self.name,
                 "model_config": self.mconfig.to_dict(), "vocab": list(self.vocab.chars),
                 "params": dataclasses.asdict(self.cfg), "precision": self.precision,
-                "device": self.device.type,
+                "precision_parts": self.plan.parts(),
+                "device": self.device.type, "device_name": self.device_name,
                 "step": self.best_step, "val_loss": self.best_val, "model": self.best_weights}
 
     def elapsed(self) -> float:
@@ -398,16 +461,16 @@ class _Run:
         elif self.world.main:
             self.state_path.unlink(missing_ok=True)
         # one line a log reader (dvc queue logs, CI) can check: where and how this trains
+        parts = self.plan.parts()
         procs = (f", {self.world.size} processes (DDP, {self.cfg.batch_size // self.world.size}"
                  " streams each)" if self.world.distributed else "")
-        self.say(f"train {self.name}: device {self.device}, precision {self.precision}, "
+        self.say(f"train {self.name}: device {self.device} ({self.device_name}), precision "
+                 f"{self.precision} (recurrence {parts['recurrence']}, head {parts['head']}), "
                  f"{torch.get_num_threads()} threads{procs}")
         if self.best_weights is not None and self.world.main:
             # Outputs may have been deleted (DVC does before a stage runs): rewrite them.
             ckpt.save(self._checkpoint(), self.checkpoint_path)
-            _write_curve(self.curve_path, self.curve)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                  enabled=self.precision == "bf16")
+            self._write_curve()
         show = None if self.progress is None else self.progress
         if not self.world.main:
             show = False
@@ -428,8 +491,7 @@ class _Run:
                 x, y, new_epoch = self.data.batch(self.step)
                 if new_epoch:
                     self.hidden = None
-                with autocast:
-                    logits, hidden = self.net(x, self.hidden)
+                logits, hidden = self.net(x, self.hidden)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), y.reshape(-1))
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -483,14 +545,12 @@ class _Run:
 
     def _load_state(self) -> dict | None:
         """Rank 0 reads the resume state (other nodes may not see its disk) and hands it on;
-        a problem with it is raised on every rank."""
+        a problem with it is raised on every rank. Its tensors stay on the CPU."""
         state: dict | None = None
         problem: str | None = None
         if self.world.main:
             try:
-                # on the CPU when it travels to other ranks, each moves it to its device
-                where = torch.device("cpu") if self.world.distributed else self.device
-                state = _load_state(self.state_path, self.cfg, self.corpus, where)
+                state = load_resume_state(self.state_path, self.cfg, self.corpus)
             except CheckpointError as e:
                 if not self.world.distributed:
                     raise
@@ -498,8 +558,6 @@ class _Run:
         state, problem = ddp.from_main(self.world, (state, problem), slow=True)
         if problem is not None:
             raise CheckpointError(problem)
-        if state is not None and self.world.distributed:
-            state = to_device(state, self.device)
         return state
 
     def _drain(self) -> None:
@@ -550,7 +608,7 @@ class _Run:
         else:
             self.bad_evals += 1
         if self.world.main:
-            _write_curve(self.curve_path, self.curve)
+            self._write_curve()
         self._clock = time.perf_counter()
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
             self.say(f"{self.name}: early stop at step {self.step}: no better val loss in "

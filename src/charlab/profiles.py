@@ -1,0 +1,104 @@
+"""Params profiles: a partial ``params.yaml`` applied as one DVC experiment.
+
+A profile (``profiles/gpu.yaml``) holds only the keys it changes or adds. ``charlab profile
+FILE`` turns it into ``dvc exp run -S '++key=value' ...`` (Hydra's ``++``: set the key, or
+add it where params.yaml lacks it, e.g. a new ``train:`` entry), after checking that the
+params it would give are valid, so a bad profile fails before DVC changes anything.
+Why not a second params file in dvc.yaml: every stage would then track it, and a
+profile is an experiment on the one params.yaml, which ``dvc exp show`` then compares.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from charlab import params
+from charlab.errors import CharlabError
+
+
+class ProfileError(CharlabError):
+    """A profile file is missing, not YAML, or would give invalid params."""
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if not isinstance(key, str) or not key or any(c in key for c in ".=[]{}',\" "):
+            raise ProfileError(f"{prefix}{key!r}: profile keys must be plain names")
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def hydra_value(value: Any, where: str = "value") -> str:
+    """``value`` in Hydra's override grammar, which ``dvc exp run -S`` parses."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ProfileError(f"{where}: {value} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-/]*", value) and value.lower() not in (
+                "true", "false", "null", "nan", "inf"):
+            return value  # a plain word: Hydra reads it as this string
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v, where) for v in value) + "]"
+    if isinstance(value, Mapping) and not value:
+        return "{}"
+    raise ProfileError(f"{where}: cannot express {type(value).__name__} {value!r} as an "
+                       "override")
+
+
+def merged(base: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``profile``'s keys set (recursively), as ``++`` overrides set them."""
+    out = copy.deepcopy(dict(base))
+    for path, value in _leaves(profile):
+        node = out
+        *parents, last = path.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[last] = copy.deepcopy(value)
+    return out
+
+
+def check(raw: Mapping[str, Any]) -> None:
+    """Every section, validated as the pipeline's validate stage will (ParamsError if not)."""
+    params.validate_all(raw)
+
+
+def overrides(profile_path: str | os.PathLike, params_path: str | os.PathLike = "params.yaml"
+              ) -> list[str]:
+    """The ``-S`` values that apply the profile, checked against ``params_path``."""
+    try:
+        profile = params.load(profile_path)
+    except params.ParamsError as e:
+        raise ProfileError(f"profile {e}") from None
+    base = params.load(params_path)
+    try:
+        check(merged(base, profile))
+    except params.ParamsError as e:
+        raise ProfileError(f"{profile_path} would give invalid params: {e}") from None
+    return [f"++{path}={hydra_value(value, path)}" for path, value in _leaves(profile)]
+
+
+def command(profile_path: str | os.PathLike, params_path: str | os.PathLike = "params.yaml",
+            extra: tuple[str, ...] = ()) -> list[str]:
+    """``dvc exp run -S ... [extra]`` for the profile."""
+    argv = ["dvc", "exp", "run"]
+    for o in overrides(profile_path, params_path):
+        argv += ["-S", o]
+    return argv + list(extra)

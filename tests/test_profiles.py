@@ -1,0 +1,103 @@
+"""Params profiles: a partial params.yaml applied as one `dvc exp run -S '++key=value'`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from charlab import params
+from charlab.profiles import ProfileError, command, hydra_value, merged, overrides
+
+
+@pytest.mark.parametrize("value,text", [
+    (None, "null"), (True, "true"), (False, "false"), (3, "3"), (0.002, "0.002"),
+    (1e-05, "1e-05"), ("lstm", "lstm"), ("auto", "auto"), ("a: b", "'a: b'"),
+    ("it's", "'it\\'s'"), ("null", "'null'"), ("3", "'3'"), ([4, 10], "[4,10]"),
+    ("First Citizen:\n", "'First Citizen:\n'"),
+])
+def test_hydra_value(value, text: str) -> None:
+    assert hydra_value(value) == text
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), {1, 2}])
+def test_values_an_override_cannot_hold(value) -> None:
+    with pytest.raises(ProfileError, match="train.x.lr"):
+        hydra_value(value, "train.x.lr")
+
+
+BASE = {"download": {"url": "file:///x.txt"}, "encode": {}, "ngram": {}, "sample": {},
+        "evaluate": {}, "train": {"rnn": {"lr": 0.004, "batch_size": 128}}}
+
+
+def write(tmp_path: Path, name: str, obj) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(obj, sort_keys=False))
+    return path
+
+
+def test_overrides_set_keys_and_add_entries(tmp_path: Path) -> None:
+    base = write(tmp_path, "params.yaml", BASE)
+    prof = write(tmp_path, "p.yaml", {"train": {"rnn": {"batch_size": 256},
+                                                "lstm3": {"cell": "lstm", "layers": 3}}})
+    assert overrides(prof, base) == ["++train.rnn.batch_size=256", "++train.lstm3.cell=lstm",
+                                     "++train.lstm3.layers=3"]
+    assert merged(BASE, yaml.safe_load(prof.read_text()))["train"] == {
+        "rnn": {"lr": 0.004, "batch_size": 256}, "lstm3": {"cell": "lstm", "layers": 3}}
+    assert command(prof, base, ("--queue",))[:5] == ["dvc", "exp", "run", "-S",
+                                                     "++train.rnn.batch_size=256"]
+
+
+@pytest.mark.parametrize("profile,message", [
+    ({"train": {"rnn": {"hidden_size": -1}}}, "train.rnn.hidden_size: must be > 0"),
+    ({"train": {"rnn": {"hiden_size": 64}}}, "train.rnn.hiden_size: unknown key"),
+    ({"sample": {"top_k": 0}}, "sample.top_k"),
+])
+def test_a_profile_that_would_give_bad_params_fails_first(tmp_path: Path, profile,
+                                                          message: str) -> None:
+    base = write(tmp_path, "params.yaml", BASE)
+    with pytest.raises(ProfileError, match=f"p.yaml would give invalid params: .*{message}"):
+        overrides(write(tmp_path, "p.yaml", profile), base)
+
+
+def test_missing_profile(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="nope.yaml: file not found"):
+        overrides(tmp_path / "nope.yaml", write(tmp_path, "params.yaml", BASE))
+
+
+def test_the_gpu_profile_is_valid_and_trains_the_three_models() -> None:
+    prof = yaml.safe_load((REPO / "profiles" / "gpu.yaml").read_text())
+    raw = merged(params.load(REPO / "params.yaml"), prof)
+    models = params.train_models(raw)
+    assert {"rnn", "rnn3", "lstm3"} <= set(models)
+    lstm = models["lstm3"]
+    assert (lstm.cell, lstm.layers, lstm.hidden_size) == ("lstm", 3, 512)
+    assert overrides(REPO / "profiles" / "gpu.yaml", REPO / "params.yaml")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_dvc_applies_exactly_the_validated_params(tmp_path: Path) -> None:
+    """Through the real `dvc exp run`: the experiment's params.yaml is the merge that was
+    validated, strings with colons, lists and new entries included."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    write(tmp_path, "params.yaml", BASE)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: cp params.yaml out.yaml\n    params: [train, sample]\n"
+        "    outs: [out.yaml]\n")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    profile = {"train": {"rnn": {"batch_size": 256}, "gru": {"cell": "gru", "layers": 2}},
+               "sample": {"prime": "ROMEO: it's", "top_k": None}, "ngram": {"orders": [3, 5]}}
+    write(tmp_path, "p.yaml", profile)
+    proc = subprocess.run(["charlab", "profile", "p.yaml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert got == merged(BASE, profile)
+    assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == got
