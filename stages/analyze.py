@@ -21,13 +21,12 @@ from charlab.runtime import cpu_threads
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "scores", "models-dir", "classes", "figures-dir",
-                               "pages-dir", "summary", corpus=True).parse_args()
+    args = params.stage_parser(__doc__, "model-set", "scores", "models-dir", "classes",
+                               "figures-dir", "pages-dir", "summary", corpus=True).parse_args()
 
-    raw = params.load(args.params)
-    p = params.section(raw, "analyze", params.AnalyzeParams)
-    orders = params.section(raw, "ngram", params.NgramParams).orders
-    trained = list(params.train_models(raw))
+    p = params.section(params.load(args.params), "analyze", params.AnalyzeParams)
+    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
+    orders, trained = list(models.ngram_orders), list(models.trained)
     p.check_models("analyze", model_names(orders, trained))
     torch.set_num_threads(cpu_threads(p.threads))
 

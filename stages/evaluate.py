@@ -14,14 +14,11 @@ from charlab.runtime import DeviceError, cpu_threads, resolve_device
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "ngram-dir", "models-dir", "csv", "json", "bar",
-                               "scores",
-                               corpus=True).parse_args()
+    args = params.stage_parser(__doc__, "model-set", "ngram-dir", "models-dir", "csv", "json",
+                               "bar", "scores", corpus=True).parse_args()
 
-    raw = params.load(args.params)
-    p = params.section(raw, "evaluate", params.EvaluateParams)
-    orders = params.section(raw, "ngram", params.NgramParams).orders
-    trained = list(params.train_models(raw))
+    p = params.section(params.load(args.params), "evaluate", params.EvaluateParams)
+    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     try:  # before any work: a missing GPU is a params problem
         device = resolve_device(p.device)
     except DeviceError as e:
@@ -29,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(cpu_threads(p.threads))
 
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
-    files = model_files(orders, trained, args.ngram_dir, args.models_dir)
+    files = model_files(models.ngram_orders, models.trained, args.ngram_dir, args.models_dir)
     # one pass: the analyze stage reads the test split's per-character scores from here
     table, scores = score_splits(load_models(files, corpus.vocab, device=str(device)), corpus,
                                  keep="test")

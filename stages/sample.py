@@ -15,12 +15,11 @@ from charlab.models import load_models, model_files
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "vocab", "ngram-dir", "models-dir", "out-dir").parse_args()
+    args = params.stage_parser(__doc__, "vocab", "model-set", "ngram-dir", "models-dir",
+                               "out-dir").parse_args()
 
-    raw = params.load(args.params)
-    p = params.section(raw, "sample", params.SampleParams)
-    orders = params.section(raw, "ngram", params.NgramParams).orders
-    trained = list(params.train_models(raw))
+    p = params.section(params.load(args.params), "sample", params.SampleParams)
+    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     vocab = Vocab.load(args.vocab)
     try:  # before any model loads
         prime = vocab.encode(p.prime)
@@ -28,7 +27,7 @@ def main() -> None:
         raise params.ParamsError(f"sample.prime: {e}") from None
 
     torch.set_num_threads(1)  # one character at a time: more threads only add overhead
-    files = model_files(orders, trained, args.ngram_dir, args.models_dir)
+    files = model_files(models.ngram_orders, models.trained, args.ngram_dir, args.models_dir)
     # Sampling feeds one character at a time, which the CPU does faster than a GPU round trip.
     texts = {}
     for name, model in load_models(files, vocab, device="cpu").items():

@@ -198,7 +198,7 @@ def test_dvc_repro_trains_under_torchrun(tmp_path: Path, http_dir) -> None:
         p["train"] = {"rnn3": dict(p["train"]["rnn3"], nproc=2)}
     repo = make_repo(tmp_path, http_dir, make_text(30_000, seed=1), ddp)
     out = run(["dvc", "repro", "train@rnn3"], repo)
-    assert stages_run(out) == {"download", "encode", "train@rnn3"}
+    assert stages_run(out) == {"validate", "download", "encode", "train@rnn3"}
     assert "2 processes (DDP, 2 streams each)" in out
     assert torch.load(repo / "models/rnn3.pt", weights_only=True)["step"] > 0
     assert "train@rnn3" not in stages_run(run(["dvc", "repro", "train@rnn3"], repo))

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,13 @@ from charlab.encoding import (
     IdFile,
     Vocab,
     VocabError,
+    VocabFileError,
     decode_utf8,
     encode_corpus,
     split_bounds,
+    strip_bom,
 )
+from charlab.errors import CharlabError
 from charlab.io import drop_mapped_pages
 
 
@@ -186,3 +190,91 @@ def test_id_file_reads_a_range_by_position(tmp_path):
     with pytest.raises(CorpusError, match="shorter than its manifest"):
         f.read(45, 5)
     f.close()
+
+
+# --- damaged or foreign vocabulary files: one error naming the file (issue 12) ------------
+
+@pytest.mark.parametrize("data,message", [
+    (b'{"chars": ["a", "b"', r"not JSON \(Expecting ',' delimiter at line 1, column 20\)"),
+    (b"", r"not JSON \(Expecting value at line 1, column 1\)"),
+    (b'{"chars": ["\xff"]}', r"not UTF-8 \(byte offset 12\)"),
+    (b'["a", "b"]', r'expected an object \{"chars": \[one character per id, \.\.\.\]\}, got an '
+                    r"array$"),
+    (b'{"vocab": ["a", "b"]}', r"expected an object .*, got keys 'vocab'$"),
+    (b'{"chars": "ab"}', r"expected an object .*, got keys 'chars'$"),
+    (b'{"chars": ["a", "bc"]}', r"chars\[1\]: expected one character, got 'bc'$"),
+    (b'{"chars": ["a", 5]}', r"chars\[1\]: expected one character, got 5$"),
+    (b'{"chars": ["b", "a"]}', r"chars\[1\]: 'a' after 'b': the characters must be distinct and "
+                               r"sorted by code point$"),
+    (b'{"chars": ["a", "a"]}', r"chars\[1\]: 'a' after 'a'"),
+    (b'{"chars": ["a", "\\ud800"]}', r"chars\[1\]: expected one character, got '\\ud800'$"),
+], ids=["cut", "empty", "not-utf8", "array", "foreign-object", "chars-string",
+        "two-char-entry", "number-entry", "unsorted", "repeated", "lone-surrogate"])
+def test_damaged_or_foreign_vocab_file_is_one_error_naming_it(tmp_path, data, message):
+    path = tmp_path / "vocab.json"
+    path.write_bytes(data)
+    with pytest.raises(VocabFileError) as e:
+        Vocab.load(path)
+    assert re.search(r"^" + re.escape(str(path)) + r": ", str(e.value)), str(e.value)
+    assert re.search(message, str(e.value)), str(e.value)
+    assert "\n" not in str(e.value)
+    assert isinstance(e.value, CharlabError)  # run_main prints it as one `error:` line
+
+
+def test_missing_vocab_file_names_it(tmp_path):
+    with pytest.raises(VocabFileError, match=r"vocab\.json: no vocabulary file"):
+        Vocab.load(tmp_path / "vocab.json")
+
+
+def test_damaged_vocab_in_corpus_load_names_the_file(tmp_path, small_text):
+    src = tmp_path / "c.txt"
+    src.write_text(small_text, encoding="utf-8")
+    paths = [tmp_path / n for n in ("v.json", "t.bin", "s.json")]
+    encode_corpus(src, *paths, val_fraction=0.05, test_fraction=0.05)
+    paths[0].write_text('{"chars": ', encoding="utf-8")
+    with pytest.raises(VocabFileError, match=r"v\.json: not a charlab vocabulary: not JSON"):
+        Corpus.load(*paths)
+
+
+# --- byte-order mark: one leading U+FEFF is dropped, any other is kept (issue 12) ---------
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 1 << 20], ids=["bom-split-1", "bom-split-2",
+                                                              "one-chunk"])
+def test_encode_drops_a_leading_bom(tmp_path, small_text, chunk_bytes):
+    text = small_text[:3000]
+    raw = b"\xef\xbb\xbf" + text.encode("utf-8")
+    src = tmp_path / "c.txt"
+    src.write_bytes(raw)
+    paths = [tmp_path / n for n in ("v.json", "t.bin", "s.json")]
+    m = encode_corpus(src, *paths, val_fraction=0.05, test_fraction=0.05,
+                      chunk_bytes=chunk_bytes)
+    corpus = Corpus.load(*paths)
+    assert "\ufeff" not in corpus.vocab.chars
+    assert corpus.vocab == Vocab.from_text(text)
+    assert m.n_chars == len(text)
+    assert corpus.vocab.decode(corpus.ids) == text
+    assert m.sha256 == hashlib.sha256(raw).hexdigest()  # the file's hash, BOM included
+
+
+def test_encode_keeps_a_bom_that_is_not_at_the_start(tmp_path):
+    text = "ab\ufeffba" * 20
+    src = tmp_path / "c.txt"
+    src.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    paths = [tmp_path / n for n in ("v.json", "t.bin", "s.json")]
+    encode_corpus(src, *paths, val_fraction=0.1, test_fraction=0.1)
+    corpus = Corpus.load(*paths)
+    assert corpus.vocab.chars == ("a", "b", "\ufeff")
+    assert corpus.vocab.decode(corpus.ids) == text
+
+
+def test_a_corpus_that_is_only_a_bom_is_empty(tmp_path):
+    src = tmp_path / "c.txt"
+    src.write_bytes(b"\xef\xbb\xbf")
+    paths = [tmp_path / n for n in ("v.json", "t.bin", "s.json")]
+    with pytest.raises(CorpusError, match=r"c\.txt is empty$"):
+        encode_corpus(src, *paths, val_fraction=0.05, test_fraction=0.05)
+
+
+def test_strip_bom_only_strips_one_leading_mark():
+    assert strip_bom("\ufeff\ufeffab\ufeff") == "\ufeffab\ufeff"
+    assert strip_bom("ab") == "ab" and strip_bom("") == ""

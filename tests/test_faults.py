@@ -156,7 +156,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p["sample"]["length"] = 20
     p["evaluate"].update(device="cpu", threads=1)
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    for stage in ("download", "encode", "ngram", "train", "sample", "evaluate"):
+    for stage in ("validate", "download", "encode", "ngram", "train", "sample", "evaluate"):
         assert run_stage(ws, stage)[0] == 0, stage
     return ws
 
@@ -210,7 +210,8 @@ def test_bad_yaml_is_one_line(ws: Path, capsys, text: bytes, message: str) -> No
     ("encode", {"test_fraction": 1.5}, r"^encode\.test_fraction: must be in \[0, 1\), got 1\.5$"),
     ("encode", {"val_fraction": 0.6, "test_fraction": 0.45},
      r"^encode\.val_fraction \+ encode\.test_fraction: must sum to < 1 .*got 0\.6 \+ 0\.45$"),
-    ("ngram", {"discount": 1.0}, r"^ngram\.discount: must be in \(0, 1\) or null, got 1\.0$"),
+    ("ngram", {"discount": 1.0}, r"^ngram\.discount: must be in \[0\.001, 1\) or null, got "
+                                 r"1\.0$"),
     ("sample", {"temperature": -1}, r"^sample\.temperature: must be >= 0, got -1\.0$"),
     ("sample", {"prime": 5}, r"^sample\.prime: must be a string, got 5$"),
     ("evaluate", {"device": "gpu"},
@@ -902,8 +903,8 @@ def disk_full(monkeypatch) -> Callable[[int], None]:
     return fill
 
 
-NO_SPACE = (r"cannot write: No space left on device \((not replaced; the previous file, if "
-            r"any, is unchanged|none replaced; the previous files, if any, are unchanged)\)$")
+NO_SPACE = (r"cannot write: No space left on device \((not replaced; the previous file is "
+            r"unchanged|none replaced; the previous files are unchanged)\)$")
 
 
 @pytest.mark.parametrize("budget", [100, 6050], ids=["in-tokens", "in-manifest"])
@@ -985,7 +986,7 @@ def test_file_size_limit_in_a_real_encode_process(ws: Path) -> None:
     assert proc.returncode == 2
     assert re.fullmatch(r"error: data/encoded/corpus\.bin, data/encoded/vocab\.json, "
                         r"data/encoded/split\.json: cannot write: File too large \(none "
-                        r"replaced; the previous files, if any, are unchanged\)",
+                        r"replaced; the previous files are unchanged\)",
                         one_line_error(proc.stderr))
     assert snapshot(ws) == before
 

@@ -1,4 +1,5 @@
-"""Hypothesis fuzz over arbitrary Unicode: vocabulary round trips, UTF-8 errors, n-gram scoring.
+"""Hypothesis fuzz over arbitrary Unicode (vocabulary round trips, UTF-8 errors, n-gram
+scoring) and over params values (a ParamsError, or values every stage can use).
 
 tests/test_ngram.py fuzzes the n-gram tables over a fixed 5-character alphabet against a
 reference implementation; here the text is any Unicode (astral planes, controls, combining
@@ -8,18 +9,29 @@ pipeline.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import re
+import socket
+import urllib.parse
+import warnings
 
 import numpy as np
 import pytest
+import torch
+import yaml
+from conftest import REPO, make_text
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from charlab.encoding import CorpusError, Vocab, VocabError, decode_utf8
+from charlab import params
+from charlab.encoding import CorpusError, Vocab, VocabError, decode_utf8, split_bounds
 from charlab.io import json_text
 from charlab.lm import generate, score
 from charlab.ngram import NGramLM
+from charlab.params import ParamsError
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -107,3 +119,126 @@ def test_ngram_scoring_on_any_unicode_is_finite_and_normalised(data: st.DataObje
     assert np.exp(lp).sum() == pytest.approx(1.0) and not np.isnan(lp).any()
     out = list(generate(model, prime, 20, temperature=1.0, seed=0))
     assert all(0 <= i < vocab.size for i in out)
+
+
+# --- params: any value in any key gives one ParamsError line, or values the stages can use -
+
+DEFAULT_PARAMS = params.load(REPO / "params.yaml")
+CORPUS = make_text(400, seed=7)
+
+# what a params.yaml can hold: YAML's scalars (huge integers, nan, inf, the strings YAML
+# makes of `1e-3`), values near the bounds, the literals the keys know, and nesting
+LITERALS = ["auto", "cpu", "cuda", "mps", "rnn", "lstm", "gru", "kn", "mkn", "addk", "fp32",
+            "bf16", "cosine", "constant", "http://[::1", "file://otherhost/x", "file:///x",
+            "ftp://h/x", "http:///x", "https://h:99999/x", "", "1e-3", "nan", ".inf", "0x10"]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 300), st.integers(-2**70, 2**70),
+    st.sampled_from([0, 1, 2**31, 2**63 - 1, 2**63, 64, 65, 4096, 4097, 86_400]),
+    st.floats(-2, 2), st.floats(), st.sampled_from([1e-320, 1e-10, 1e6, 1e300, 86_400.5]),
+    st.from_regex(r"[-+]?(\d{1,3}\.?\d{0,3}|\.\d{1,3})([eE][-+]?\d{1,3})?", fullmatch=True),
+    st.sampled_from(LITERALS), st.text(max_size=12))
+LIKE = {int: st.one_of(st.integers(-2, 70), st.integers(-2**64, 2**64),
+                       st.sampled_from([2**31, 2**63 - 1, 2**63, 4096, 4097])),
+        float: st.one_of(st.floats(-1, 2), st.floats(), st.sampled_from(
+            [1e-320, 1e-10, 1e-3, 0.999, 1e6, 1e300, 86_400.5, 1.5e-3])),
+        str: st.one_of(st.sampled_from(LITERALS), st.text(max_size=12))}
+VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=3)
+                      | st.dictionaries(st.text(max_size=6) | st.integers(0, 3), kids,
+                                        max_size=3), max_leaves=6)
+
+
+def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    """Every key path of a params tree (sections, train entries, leaves)."""
+    out = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.append((*prefix, key))
+            out.extend(_paths(value, (*prefix, key)))
+    return out
+
+
+def _get(node: object, path: tuple) -> object:
+    for key in path:
+        node = node[key]
+    return node
+
+
+@st.composite
+def edited_params(draw: st.DrawFn) -> dict:
+    """The default params with 1 to 3 keys set to any value, deleted, or added."""
+    raw = json.loads(json.dumps(DEFAULT_PARAMS))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(raw)
+        leaves = [p for p in paths if not isinstance(_get(raw, p), dict)]
+        if not paths:
+            break
+        # mostly one value (the likely mistake), sometimes a whole section or entry
+        *parents, key = draw(st.sampled_from(leaves if leaves and draw(st.integers(0, 3))
+                                             else paths))
+        node = raw
+        for p in parents:
+            node = node[p]
+        if not isinstance(node, dict):
+            continue
+        action = draw(st.sampled_from(["set", "set", "set", "set", "delete", "add"]))
+        if action == "set":
+            # half the time a value of the key's own type: the boundaries of its range
+            like = LIKE.get(type(node[key]))
+            node[key] = draw(like if like is not None and draw(st.booleans()) else VALUES)
+        elif action == "delete":
+            del node[key]
+        else:
+            node[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)
+    try:  # as read from a params.yaml file (only safe_load: what the stages do)
+        return yaml.safe_load(yaml.safe_dump(raw, allow_unicode=True))
+    except yaml.YAMLError:  # a value PyYAML writes but cannot read back: not charlab's
+        assume(False)
+        raise
+
+
+def _usable(checked: dict) -> None:
+    """What the stages do with accepted values works: no overflow, no NaN, no traceback."""
+    d = checked["download"]
+    assert params.url_problem(d.url) is None
+    urllib.parse.urlparse(d.url).port  # noqa: B018
+    with socket.socket() as s:
+        s.settimeout(d.timeout)  # the OverflowError of issue 12 came from here
+    e = checked["encode"]
+    # a fraction too small for this size is a clear error of its own
+    with contextlib.suppress(CorpusError):
+        split_bounds(10**6, e.val_fraction, e.test_fraction)
+    n = checked["ngram"]
+    vocab = Vocab.from_text(CORPUS)
+    ids = vocab.encode(CORPUS).astype(np.int64)
+    model = NGramLM.fit(ids[:300], vocab.size, max(n.orders), smoothing=n.smoothing,
+                        add_k=n.add_k, discount=n.discount)
+    for order in n.orders:
+        s = score(model.with_order(order), ids[300:])
+        assert math.isfinite(s.nll) and s.nll > 0
+    for name, cfg in checked["train"].items():
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name)
+        for f in dataclasses.fields(cfg):
+            v = getattr(cfg, f.name)
+            if isinstance(v, float):
+                assert math.isfinite(v)
+        torch.Generator().manual_seed(cfg.seed)
+        np.random.default_rng([cfg.seed, 0]).integers(0, 10)
+        assert cfg.batch_size % cfg.nproc == 0 and cfg.threads <= 4096
+    sm = checked["sample"]
+    out = list(generate(model.with_order(min(n.orders)), np.array([], dtype=np.int64), 10,
+                        temperature=sm.temperature, top_k=sm.top_k, seed=sm.seed))
+    assert all(0 <= i < vocab.size for i in out)
+    assert checked["evaluate"].threads <= 4096
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=edited_params())
+def test_any_params_value_is_a_params_error_or_usable(raw: dict) -> None:
+    try:
+        checked = params.validate_all(raw)
+    except ParamsError as e:  # one line, naming a key path (or the section)
+        assert str(e) and str(e).isprintable()  # one line, whatever the keys hold
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow or invalid value in numpy fails too
+        _usable(checked)

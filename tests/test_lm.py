@@ -73,3 +73,14 @@ def test_generate_follows_distribution():
     m = Bigram()
     draws = [next(generate(m, np.array([1]), 1, seed=s)) for s in range(400)]
     assert 0.7 < draws.count(2) / 400 < 0.9
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-310, 1e-300])
+def test_a_tiny_temperature_samples_the_likeliest(temperature):
+    """Towards 0 the draw tends to greedy (issue 12: below ~1e-308 every scaled logit was
+    -inf and the draw NaN, which picked the last id)."""
+    m = Bigram()
+    for seed in range(5):
+        # after 0 the likeliest is 0 (p = 0.5); after 1 it is 2 (p = 0.8)
+        assert list(generate(m, np.array([0]), 4, temperature=temperature, seed=seed)) == [0] * 4
+        assert next(generate(m, np.array([1]), 1, temperature=temperature, seed=seed)) == 2

@@ -1,6 +1,12 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from charlab import params
 from charlab.params import (
@@ -182,3 +188,209 @@ def test_gpt_split_check_names_context():
     with pytest.raises(ParamsError, match=r"^train\.g\.context: 32 is too long for the train "
                                           r"split of 20 characters \(each step reads context"):
         params.check_train_split(cfg, "g", 20)
+
+# --- values that used to be accepted and then failed later (issue 12) --------------------
+
+def _default() -> dict:
+    return params.load(REPO / "params.yaml")
+
+
+def _edit(path: str, value) -> dict:
+    """The default params with one dotted key set (``train.rnn.seed``)."""
+    raw = _default()
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("download.timeout", float("inf"), r"^download\.timeout: must be a finite number, got inf$"),
+    ("download.timeout", 1e300, r"^download\.timeout: must be at most 86400 seconds \(a day\), "
+                                r"got 1e\+300$"),
+    ("download.timeout", 10**400, r"^download\.timeout: must be a finite number, got 1000"),
+    ("train.rnn.seed", 2**63, r"^train\.rnn\.seed: must fit in 64 bits \(between -\(2\*\*63 - 1\) "
+                              r"and 2\*\*63 - 1 = 9223372036854775807\), got 9223372036854775808$"),
+    ("sample.seed", 2**64, r"^sample\.seed: must fit in 64 bits"),
+    ("train.rnn.hidden_size", 2**70, r"^train\.rnn\.hidden_size: must fit in 64 bits"),
+    ("ngram.add_k", float("inf"), r"^ngram\.add_k: must be a finite number, got inf$"),
+    ("ngram.discount", float("nan"), r"^ngram\.discount: must be a finite number, got nan$"),
+    ("train.rnn.lr", float("nan"), r"^train\.rnn\.lr: must be a finite number, got nan$"),
+    ("train.rnn.dropout", float("nan"), r"^train\.rnn\.dropout: must be a finite number"),
+    ("train.rnn.grad_clip", float("inf"), r"^train\.rnn\.grad_clip: must be a finite number"),
+    ("sample.temperature", float("inf"), r"^sample\.temperature: must be a finite number"),
+    ("encode.val_fraction", float("-inf"), r"^encode\.val_fraction: must be a finite number"),
+    ("train.rnn.lr", "1e999", r"^train\.rnn\.lr: must be a finite number, got '1e999'$"),
+    ("train.rnn.lr", "nan", r"^train\.rnn\.lr: must be a number, got 'nan'$"),
+    ("train.rnn.max_steps", "1e3", r"^train\.rnn\.max_steps: must be an integer, got the string "
+                                   r"'1e3' \(write digits only, without quotes, a dot or an "
+                                   r"exponent\)$"),
+    ("download.url", "http://[::1", r"^download\.url: not a valid URL: Invalid IPv6 URL \(got "
+                                    r"http://\[::1\)$"),
+    ("download.url", "http://example.com:99999/x",
+     r"^download\.url: not a valid URL: Port out of range"),
+    ("download.url", "file://otherhost/data/corpus.txt",
+     r"^download\.url: a file:// URL names a file on this machine: host 'otherhost' is not "
+     r"allowed \(use file:///path or file://localhost/path; got file://otherhost/data/corpus\.txt"
+     r"\)$"),
+    ("download.url", "http:///corpus.txt", r"^download\.url: an http URL needs a host"),
+    ("download.url", "", r"^download\.url: must name a file or an http\(s\) URL, got an empty"),
+    ("download.url", "ftp://example.com/x.txt", r"^download\.url: scheme 'ftp' is not allowed"),
+    ("train", {}, r"^train: lists no model; add at least one entry \(name: settings\)"),
+    ("train", {"my model": {}}, r"^train\.my model: model names must be letters, digits, _ or -"),
+    ("train", {"../x": {}}, r"^train\.\.\./x: model names must be letters, digits, _ or -"),
+    ("train", {1: {}}, r"^train\.1: model names must be letters"),
+    ("train", None, r"^train: must map each model name to its settings$"),
+    # bounds that keep later arithmetic finite and sizes sane
+    ("ngram.orders", [4, 10**5], r"^ngram\.orders\[1\]: must be at most 64 \(the table grows "
+                                r"with the order\), got 100000$"),
+    ("ngram.add_k", 1e308, r"^ngram\.add_k: must be in \[1e-10, 1e\+06\] \(beyond, "
+                           r"probabilities underflow or the model is uniform\), got 1e\+308$"),
+    ("ngram.add_k", 1e-320, r"^ngram\.add_k: must be in \[1e-10, 1e\+06\]"),
+    ("ngram.discount", 1e-300, r"^ngram\.discount: must be in \[0\.001, 1\) or null, got "
+                               r"1e-300$"),
+    ("train.rnn.threads", 2**31, r"^train\.rnn\.threads: must be at most 4096 \(torch threads "
+                                 r"per process\), got 2147483648$"),
+    ("evaluate.threads", 10**6, r"^evaluate\.threads: must be at most 4096"),
+    ("train.rnn.nproc", 2**40, r"^train\.rnn\.nproc: must be at most 4096"),
+], ids=[
+    "timeout-inf",
+    "timeout-1e300",
+    "timeout-huge-int",
+    "train-seed-2**63",
+    "sample-seed-2**64",
+    "hidden_size-2**70",
+    "add_k-inf",
+    "discount-nan",
+    "lr-nan",
+    "dropout-nan",
+    "grad_clip-inf",
+    "temperature-inf",
+    "val_fraction--inf",
+    "lr-string-1e999",
+    "lr-string-nan",
+    "max_steps-string-1e3",
+    "url-bad-ipv6",
+    "url-bad-port",
+    "url-file-otherhost",
+    "url-http-no-host",
+    "url-empty",
+    "url-ftp",
+    "train-empty",
+    "train-name-space",
+    "train-name-path",
+    "train-name-int",
+    "train-null",
+    "order-1e5",
+    "add_k-1e308",
+    "add_k-1e-320",
+    "discount-1e-300",
+    "threads-2**31",
+    "evaluate-threads-1e6",
+    "nproc-2**40",
+])
+def test_validate_all_rejects_what_used_to_fail_later(key, value, message):
+    with pytest.raises(ParamsError, match=message):
+        params.validate_all(_edit(key, value))
+
+
+@pytest.mark.parametrize("url", ["file:///data/corpus.txt", "file://localhost/data/corpus.txt",
+                                 "https://example.com/a.txt", "http://[::1]:8000/x.txt",
+                                 "data/corpus.txt", "/abs/corpus.txt"])
+def test_good_urls_pass(url):
+    assert params.validate_all(_edit("download.url", url))["download"].url == url
+
+
+def test_a_number_written_as_yaml_reads_a_string_is_the_number_meant(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-3` and `1.0e3` as strings: for a number key they are the
+    number the user wrote. Integer keys want digits (1000, not 1e3)."""
+    text = (REPO / "params.yaml").read_text().replace("lr: 0.004", "lr: 1e-3").replace(
+        "lr: 0.002", "lr: 2.0e3").replace("add_k: 0.01", "add_k: '.5'")
+    assert "lr: 1e-3" in text and "lr: 2.0e3" in text
+    (tmp_path / "params.yaml").write_text(text)
+    raw = params.load(tmp_path / "params.yaml")
+    assert raw["train"]["rnn"]["lr"] == "1e-3"  # what YAML gives
+    checked = params.validate_all(raw)
+    assert checked["train"]["rnn"].lr == 0.001
+    assert checked["train"]["rnn3"].lr == 2000.0
+    assert checked["ngram"].add_k == 0.5
+
+
+def test_validate_all_checks_every_section_and_knows_no_other():
+    checked = params.validate_all(_default())
+    assert list(checked) == ["download", "encode", "ngram", "train", "finetune", "sample",
+                             "evaluate", "analyze"]
+    assert list(checked["train"]) == ["rnn", "rnn3"]
+    raw = _default()
+    raw["sampel"] = {"length": 5}
+    with pytest.raises(ParamsError, match=r"^sampel: unknown section; allowed sections: "
+                                          r"download, encode, ngram, train, finetune, sample, "
+                                          r"evaluate, analyze$"):
+        params.validate_all(raw)
+    raw = _default()
+    del raw["evaluate"]
+    with pytest.raises(ParamsError, match=r"^evaluate: section missing from params$"):
+        params.validate_all(raw)
+
+
+def test_a_new_section_is_one_registration(monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class BenchParams:
+        repeats: int = dataclasses.field(default=3, metadata={"check": params.positive})
+
+    monkeypatch.setattr(params, "SECTIONS", dict(params.SECTIONS))
+    params.register_section("bench", BenchParams)
+    raw = _default()
+    with pytest.raises(ParamsError, match=r"^bench: section missing"):
+        params.validate_all(raw)
+    raw["bench"] = {"repeats": 0}
+    with pytest.raises(ParamsError, match=r"^bench\.repeats: must be > 0, got 0$"):
+        params.validate_all(raw)
+    raw["bench"] = {"repeats": 2}
+    assert params.validate_all(raw)["bench"].repeats == 2
+
+
+def test_model_set_round_trip_and_errors(tmp_path):
+    ms = params.ModelSet.from_params(params.validate_all(_edit("ngram.orders", [10, 4])))
+    assert ms == params.ModelSet((4, 10), ("rnn", "rnn3"))
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(ms.to_json()))
+    assert params.ModelSet.load(path) == ms
+    for text, message in [("{", "not a model-set file: Expecting"),
+                          ('{"ngram_orders": [4], "trained": [1]}', "not a model-set file: "
+                                                                     "expected")]:
+        path.write_text(text)
+        with pytest.raises(params.ModelSetError, match=r"models\.json: " + message):
+            params.ModelSet.load(path)
+    with pytest.raises(params.ModelSetError, match=r"nope\.json: missing \(the validate stage"):
+        params.ModelSet.load(tmp_path / "nope.json")
+
+
+def _validate_stage(tmp_path: Path, raw: dict) -> subprocess.CompletedProcess:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages/validate.py"), "--params", "params.yaml",
+         "--ok", "data/params.ok", "--model-set", "data/models.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+def test_validate_stage_writes_a_constant_ok_and_the_model_set(tmp_path):
+    proc = _validate_stage(tmp_path, _default())
+    assert proc.returncode == 0, proc.stderr
+    ok = (tmp_path / "data/params.ok").read_bytes()
+    assert json.loads((tmp_path / "data/models.json").read_text()) == {
+        "ngram_orders": [4, 10], "trained": ["rnn", "rnn3"]}
+    # another valid params file: the same ok file (nothing downstream reruns for it)
+    proc = _validate_stage(tmp_path, _edit("train.rnn3.lr", 0.5))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "data/params.ok").read_bytes() == ok == params.PARAMS_OK.encode()
+
+
+def test_validate_stage_error_is_one_line(tmp_path):
+    proc = _validate_stage(tmp_path, _edit("ngram.add_k", float("inf")))
+    assert proc.returncode == 2
+    assert proc.stderr == "error: ngram.add_k: must be a finite number, got inf\n"
+    assert not (tmp_path / "data").exists()

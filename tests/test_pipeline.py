@@ -89,7 +89,8 @@ def pipeline_repo(tmp_path: Path, http_dir) -> Path:
 def test_pipeline_end_to_end(pipeline_repo: Path):
     repo = pipeline_repo
     out = run(["dvc", "repro"], repo)
-    assert stages_run(out) == {"download", "encode", "ngram", "train@rnn", "train@rnn3",
+    assert stages_run(out) == {"validate", "download", "encode", "ngram", "train@rnn",
+                               "train@rnn3",
                                "sample", "evaluate", "analyze", "report"}
 
     # every output the issue names
@@ -149,10 +150,11 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
 
-    # a single rnn3 param: only rnn3's training and what reads its checkpoint rerun
+    # a single rnn3 param: only rnn3's training and what reads its checkpoint rerun (and the
+    # params check, whose outputs stay the same)
     edit_params(repo, lambda p: p["train"]["rnn3"].update(lr=0.01))
     rerun = stages_run(run(["dvc", "repro"], repo))
-    assert rerun == {"train@rnn3", "sample", "evaluate", "analyze", "report"}
+    assert rerun == {"validate", "train@rnn3", "sample", "evaluate", "analyze", "report"}
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "rnn3 lr"], repo)
 
@@ -239,3 +241,111 @@ def test_remote_push_clone_pull(tmp_path, http_dir):
     assert stages_run(run(["dvc", "repro"], clone)) == set()
     assert "up to date" in run(["dvc", "status"], clone)
 
+
+
+def run_status(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    """Like :func:`run`, for a command that may fail: (exit code, stdout + stderr)."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+# what the validate stage writes; DVC deletes them before it runs it, so a failed
+# validation leaves them absent (they are constant, and the next run writes them again)
+VALIDATE_OUTS = {"data/params.ok", "data/models.json"}
+
+
+def outputs(repo: Path) -> dict[str, bytes]:
+    """Every pipeline output in the workspace but the validate stage's: path -> bytes."""
+    found = {}
+    for top in ("data", "models", "metrics", "samples"):
+        for p in sorted((repo / top).rglob("*")):
+            rel = str(p.relative_to(repo))
+            if p.is_file() and p.name != ".gitignore" and rel not in VALIDATE_OUTS:
+                found[rel] = p.read_bytes()
+    return found
+
+
+BAD_PARAMS = [
+    # a typo in a train entry: before issue 12, train@rnn ran and DVC deleted models/rnn.pt
+    # and metrics/train/rnn.csv (not cached: gone) before the stage found the typo
+    (lambda p: p["train"]["rnn"].update(hiden_size=32),
+     r"error: train\.rnn\.hiden_size: unknown key; allowed keys: cell, "),
+    # an evaluate key: metrics.csv, metrics.json and test_bpc.csv (not cached) were deleted
+    (lambda p: p["evaluate"].update(threads=-1), r"error: evaluate\.threads: must be >= 0"),
+    (lambda p: p["ngram"].update(smoothing="addk", add_k=float("inf")),
+     r"error: ngram\.add_k: must be a finite number, got inf"),
+    (lambda p: p["download"].update(timeout=1e300),
+     r"error: download\.timeout: must be at most 86400 seconds"),
+    # names that DVC or argparse used to fail on (train@my model got `--model my model`)
+    (lambda p: p["train"].update({"my model": p["train"]["rnn"]}),
+     r"error: train\.my model: model names must be letters, digits, _ or -"),
+    (lambda p: p["train"].update({"../x": p["train"]["rnn"]}),
+     r"error: train\.\.\./x: model names must be letters, digits, _ or -"),
+    (lambda p: p.update(train={}), r"error: train: lists no model"),
+    (lambda p: p.update(sampel={"length": 3}), r"error: sampel: unknown section"),
+]
+
+
+def test_a_params_error_stops_repro_before_any_output_is_deleted(tmp_path, http_dir):
+    """Issue 12: every params section is checked by the first stage, so a bad value costs no
+    output (DVC deletes a stage's outputs before it runs its command)."""
+    repo = make_repo(tmp_path, http_dir, make_text(8_000, seed=4),
+                     lambda p: p["ngram"].update(orders=[2]))
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    good = (repo / "params.yaml").read_text()
+    before = outputs(repo)
+    assert {"metrics/metrics.csv", "metrics/metrics.json", "metrics/test_bpc.csv",
+            "metrics/train/rnn.csv", "models/rnn.pt", "metrics/report.md"} <= set(before)
+
+    for edit, message in BAD_PARAMS:
+        edit_params(repo, edit)
+        code, out = run_status(["dvc", "repro"], repo)
+        assert code != 0, out
+        assert re.search(message, out), out
+        assert "Traceback" not in out, out
+        assert stages_run(out) == {"validate"}, out
+        assert outputs(repo) == before  # every output of every other stage is still there
+        (repo / "params.yaml").write_text(good)
+
+    # fixed: only the params check runs again (or DVC restores it from its run-cache), its
+    # outputs are the same as before, and nothing downstream reruns
+    assert stages_run(run(["dvc", "repro"], repo)) <= {"validate"}
+    assert outputs(repo) == before
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
+def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_dir):
+    """Issue 12: the set of models (data/models.json) is a dependency of sample, evaluate
+    and report, so removing a train: entry reruns them; adding one reruns only them and its
+    own training."""
+    repo = make_repo(tmp_path, http_dir, make_text(8_000, seed=5),
+                     lambda p: p["ngram"].update(orders=[2]))
+    run(["dvc", "repro"], repo)
+    assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
+        "ngram2", "rnn", "rnn3"}
+
+    edit_params(repo, lambda p: p["train"].pop("rnn3"))
+    assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "sample", "evaluate",
+                                                       "report"}
+    assert json.loads((repo / "data/models.json").read_text()) == {
+        "ngram_orders": [2], "trained": ["rnn"]}
+    assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {"ngram2", "rnn"}
+    assert set(pd.read_csv(repo / "metrics/metrics.csv").model) == {"ngram2", "rnn"}
+    assert set(pd.read_csv(repo / "metrics/test_bpc.csv").model) == {"ngram2", "rnn"}
+    assert "rnn3" not in (repo / "metrics/report.md").read_text()
+    assert sorted(p.name for p in (repo / "samples").iterdir()) == ["ngram2.txt", "rnn.txt"]
+    # nothing changed: nothing reruns, and DVC agrees that all is up to date
+    assert stages_run(run(["dvc", "repro"], repo)) == set()
+    assert "up to date" in run(["dvc", "status"], repo)
+
+    # a new model: its training and the listings, never the other models' stages
+    gru = {**TINY, "cell": "gru", "max_steps": 2, "eval_every": 2}
+    edit_params(repo, lambda p: p["train"].update(gru1=gru))
+    assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "train@gru1", "sample",
+                                                       "evaluate", "report"}
+    assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
+        "ngram2", "rnn", "gru1"}

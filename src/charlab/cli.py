@@ -7,12 +7,15 @@ dvc.yaml); a path to a `.npz` or `.pt` file works too.
 from __future__ import annotations
 
 import argparse
+import codecs
+import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from charlab.encoding import Vocab, VocabError, decode_utf8
+from charlab.encoding import Vocab, VocabError, decode_utf8, strip_bom
 from charlab.errors import CharlabError, run_main
 from charlab.lm import generate, score
 from charlab.models import CHECKPOINT_SUFFIX, NGRAM_SUFFIX, load_model
@@ -36,7 +39,7 @@ def _read_text(path: str) -> str:
         data = Path(path).read_bytes()
     except OSError as e:
         raise CharlabError(f"{path}: {e.strerror}") from None
-    return decode_utf8(data, source=path)
+    return strip_bom(decode_utf8(data, source=path))  # a leading BOM is no character
 
 
 def _encode(vocab: Vocab, text: str, where: str) -> np.ndarray:
@@ -119,10 +122,34 @@ def cmd_cells(args: argparse.Namespace) -> None:
         print(f"page: {args.html}")
 
 
+class OutputEncodingError(CharlabError):
+    """stdout's encoding cannot hold the text to print."""
+
+
+def _stdout_problem(e: UnicodeEncodeError) -> OutputEncodingError:
+    char = e.object[e.start]
+    return OutputEncodingError(
+        f"stdout's encoding ({e.encoding}) cannot print U+{ord(char):04X} {char!r}; set "
+        "PYTHONIOENCODING=utf-8 (or a UTF-8 locale), or PYTHONIOENCODING="
+        f"{e.encoding}:backslashreplace to print such characters as escapes"
+    )
+
+
+def _check_printable(text: str) -> None:
+    """Before sampling: every character the sample can hold fits stdout's encoding."""
+    try:
+        text.encode(sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict")
+    except UnicodeEncodeError as e:
+        raise _stdout_problem(e) from None
+    except LookupError:  # an error handler or codec Python does not know: let print decide
+        pass
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     prime = _read_text(args.prime_file) if args.prime_file else args.prime
     vocab, model = _load(args)
     prime_ids = _encode(vocab, prime, args.prime_file or "--prime")
+    _check_printable(prime + "".join(vocab.chars))
     out = sys.stdout
     out.write(prime)
     for i in generate(model, prime_ids, args.length, temperature=args.temperature,
@@ -298,6 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """The numbers argparse accepts but sampling cannot use, as one `error:` line each."""
+    if getattr(args, "length", 0) < 0:
+        raise CharlabError(f"--length: must be >= 0, got {args.length}")
+    if getattr(args, "top_k", None) is not None and args.top_k < 1:
+        raise CharlabError(f"--top-k: must be >= 1, got {args.top_k}")
+    temperature = getattr(args, "temperature", 0.0)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise CharlabError(f"--temperature: must be a finite number >= 0 (0 = greedy), got "
+                           f"{temperature}")
+    if not 0 <= getattr(args, "seed", 0) < 2**63:
+        raise CharlabError(f"--seed: must be >= 0 and < 2**63, got {args.seed}")
+
+
+def _same_codec(a: str | None, b: str | None) -> bool:
+    try:
+        return codecs.lookup(a or "").name == codecs.lookup(b or "").name
+    except LookupError:
+        return False
+
+
+def _run(args: argparse.Namespace) -> None:
+    _check_args(args)
+    try:
+        args.func(args)
+    except UnicodeEncodeError as e:
+        if not _same_codec(e.encoding, sys.stdout.encoding):
+            raise  # not a print: a real bug, keep its traceback
+        raise _stdout_problem(e) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -307,15 +365,21 @@ def main(argv: list[str] | None = None) -> None:
     if extra and args.command != "profile":
         parser.error("arguments after -- are for `charlab profile` only")
     args.dvc_args = extra
-    if getattr(args, "length", 1) < 0:
-        parser.error("--length must be >= 0")
-    if getattr(args, "top_k", None) is not None and args.top_k < 1:
-        parser.error("--top-k must be >= 1")
     for flag in ("top", "max_chars"):  # `ngram show --top` may be None: all of them
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    run_main(lambda: args.func(args))
+    try:
+        run_main(lambda: _run(args))
+        sys.stdout.flush()  # inside the try: a reader gone at the last write is caught too
+    except BrokenPipeError:
+        # The reader closed the pipe (`charlab sample ... | head`): stop quietly. Python
+        # ignores SIGPIPE, so the write raised instead; point stdout at devnull so that
+        # flushing it again at exit raises nothing (the recipe of Python's signal docs),
+        # and exit as a program killed by SIGPIPE does (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(141) from None
 
 
 if __name__ == "__main__":

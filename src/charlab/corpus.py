@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from charlab.errors import CharlabError
 from charlab.io import atomic_path
+from charlab.params import url_problem
 
 CHUNK = 1 << 16
-SCHEMES = ("http", "https", "file")
 
 
 class DownloadError(CharlabError, RuntimeError):
@@ -30,16 +30,16 @@ class _Retryable(DownloadError):
 
 
 def _local_path(url: str) -> Path | None:
+    """The local file ``url`` names, or None for http(s); a URL that the params check
+    (scheme, syntax, a file:// host other than this machine) refuses is an error here too."""
+    problem = url_problem(url)
+    if problem:
+        raise DownloadError(f"download.url: {problem}")
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
         return Path(urllib.request.url2pathname(parsed.path))
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
         return Path(url)
-    if parsed.scheme not in SCHEMES:
-        raise DownloadError(
-            f"download.url: scheme {parsed.scheme!r} is not allowed; use one of "
-            f"{', '.join(SCHEMES)} or a local path (got {url})"
-        )
     return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,15 @@ from charlab.errors import CharlabError
 from charlab.io import atomic_paths, json_text, read_json, write_json
 
 SPLITS = ("train", "val", "test")
+# A UTF-8 byte-order mark (U+FEFF) at the very start of a text is a marker written by some
+# editors, not a character of the text: encode and the CLI drop one there. Anywhere else it
+# is kept (it is then a zero-width no-break space).
+BOM = "\ufeff"
+
+
+def strip_bom(text: str) -> str:
+    """``text`` without a leading byte-order mark (only one, only at the start)."""
+    return text[1:] if text.startswith(BOM) else text
 
 
 class VocabError(CharlabError, ValueError):
@@ -28,6 +38,30 @@ class VocabError(CharlabError, ValueError):
 
 class CorpusError(CharlabError, ValueError):
     """The corpus cannot be encoded (bad UTF-8, empty, too short)."""
+
+
+class VocabFileError(CharlabError, ValueError):
+    """A vocabulary file is missing, damaged, or not one charlab wrote."""
+
+
+_JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true/false", type(None): "null"}
+
+
+def _vocab_chars(obj: object) -> tuple[str, ...]:
+    """The characters of a vocabulary file's JSON; ValueError saying what is wrong."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("chars"), list):
+        raise ValueError('expected an object {"chars": [one character per id, ...]}, got '
+                         + (f"keys {', '.join(map(repr, list(obj)[:5]))}"
+                            if isinstance(obj, dict) else _JSON_KIND.get(type(obj), "?")))
+    chars = obj["chars"]
+    for i, c in enumerate(chars):
+        if not isinstance(c, str) or len(c) != 1 or 0xD800 <= ord(c) < 0xE000:
+            raise ValueError(f"chars[{i}]: expected one character, got {c!r}")
+        if i and c <= chars[i - 1]:
+            raise ValueError(f"chars[{i}]: {c!r} after {chars[i - 1]!r}: the characters must be "
+                             "distinct and sorted by code point")
+    return tuple(chars)
 
 
 def _show(chars: Iterable[str]) -> str:
@@ -104,14 +138,34 @@ class Vocab:
 
     @classmethod
     def from_json(cls, obj: dict) -> Vocab:
-        return cls(tuple(obj["chars"]))
+        try:
+            return cls(_vocab_chars(obj))
+        except ValueError as e:
+            raise VocabFileError(f"not a charlab vocabulary: {e}") from None
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
-        return cls.from_json(read_json(path))
+        """Read a vocab.json; a missing, damaged or foreign file is one :class:`VocabFileError`
+        naming it (every command and stage reads the vocabulary through here)."""
+        try:
+            obj = read_json(path)
+        except FileNotFoundError:
+            raise VocabFileError(f"{path}: no vocabulary file (run `dvc repro`)") from None
+        except UnicodeDecodeError as e:
+            raise VocabFileError(f"{path}: not a charlab vocabulary: not UTF-8 (byte offset "
+                                 f"{e.start})") from None
+        except json.JSONDecodeError as e:
+            raise VocabFileError(f"{path}: not a charlab vocabulary: not JSON ({e.msg} at line "
+                                 f"{e.lineno}, column {e.colno})") from None
+        except OSError as e:
+            raise VocabFileError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            return cls(_vocab_chars(obj))
+        except ValueError as e:
+            raise VocabFileError(f"{path}: not a charlab vocabulary: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -170,6 +224,7 @@ def _text_chunks(path: Path, chunk_bytes: int, digest=None) -> Iterator[str]:
     ``digest`` (a hashlib object), when given, sees every raw byte."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0  # bytes of the file fed to the decoder so far
+    at_start = True  # no character yielded yet: a BOM here is dropped
     with open(path, "rb") as f:
         while True:
             data = f.read(chunk_bytes)
@@ -181,6 +236,9 @@ def _text_chunks(path: Path, chunk_bytes: int, digest=None) -> Iterator[str]:
             except UnicodeDecodeError as e:
                 raise _utf8_error(path, e, offset=offset - pending + e.start) from None
             offset += len(data)
+            if text and at_start:
+                at_start = False
+                text = strip_bom(text)
             if text:
                 yield text
             if not data:

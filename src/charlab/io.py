@@ -86,12 +86,27 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
             tmp.unlink(missing_ok=True)
         full = _no_space(e)
         if full is not None:
-            kept = ("not replaced; the previous file, if any, is unchanged" if len(targets) == 1
-                    else "none replaced; the previous files, if any, are unchanged")
             raise OutputError(
-                f"{_names(targets)}: cannot write: {full.strerror or 'disk full'} ({kept})"
+                f"{_names(targets)}: cannot write: {full.strerror or 'disk full'} "
+                f"({_what_is_left(targets)})"
             ) from None
         raise
+
+
+def _what_is_left(targets: list[Path]) -> str:
+    """After a failed write: which previous files are still there, said truthfully. Under
+    `dvc repro` there are none: DVC deletes a stage's outputs before it runs the command."""
+    absent = [p for p in targets if not p.exists()]
+    if not absent:
+        return ("not replaced; the previous file is unchanged" if len(targets) == 1
+                else "none replaced; the previous files are unchanged")
+    why = ("dvc repro deletes a stage's outputs before running it; `dvc checkout <path>` "
+           "restores a cached one, docs/errors.md says how to restore the others")
+    if len(absent) == len(targets):
+        return f"nothing written; there was no previous file: {why}"
+    present = [p for p in targets if p.exists()]
+    return (f"none replaced; the previous {_names(present)} unchanged, no previous "
+            f"{_names(absent)}: {why}")
 
 
 @contextlib.contextmanager

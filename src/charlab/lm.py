@@ -77,11 +77,14 @@ def _draw(log_probs: np.ndarray, temperature: float, top_k: int | None,
     logits = np.asarray(log_probs, dtype=np.float64)
     if temperature <= 0:
         return int(np.argmax(logits))
-    logits = logits / temperature
+    # shift before scaling: the likeliest stays at 0 however small the temperature (dividing
+    # first turned every logit into -inf below ~1e-308 and the draw into NaN)
+    with np.errstate(over="ignore"):  # an overflow here is -inf: probability 0, as meant
+        logits = (logits - logits.max()) / temperature
     if top_k is not None and top_k < len(logits):
         cutoff = np.partition(logits, -top_k)[-top_k]
         logits = np.where(logits < cutoff, -np.inf, logits)
-    cdf = np.cumsum(np.exp(logits - logits.max()))
+    cdf = np.cumsum(np.exp(logits))
     # one uniform draw against the cumulative sum: several times faster than rng.choice
     return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
 

@@ -8,22 +8,47 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from charlab.errors import CharlabError
-from charlab.io import read_yaml
+from charlab.io import read_json, read_yaml
 
 T = TypeVar("T")
+
+# numpy and torch take integers as int64: a larger one (a seed of 2**63) fails deep inside
+INT_MAX = 2**63 - 1
+# socket timeouts above ~1e10 s overflow the C time type; a day per read is already generous
+MAX_TIMEOUT = 86_400.0
+# YAML 1.1 (PyYAML) reads `1e-3` and `1.0e3` (no dot, or no exponent sign) as strings; for a
+# number key such a string is the number the user meant
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+URL_SCHEMES = ("http", "https", "file")
+# Bounds that keep the later stages' arithmetic finite and their sizes sane (issue 12): an
+# n-gram table grows with the order and a history of 64 characters is practically never
+# seen twice; add-k beyond 1e6 is already a uniform model (and k * vocab overflows near
+# 1e300), below 1e-10 an unseen character's probability underflows to 0 on a large corpus;
+# a Kneser-Ney discount below 1e-3 multiplies down to 0 over ten back-off levels; torch
+# takes thread counts as C ints.
+MAX_ORDER = 64
+ADD_K_RANGE = (1e-10, 1e6)
+MIN_DISCOUNT = 1e-3
+MAX_THREADS = 4096
 
 
 class ParamsError(CharlabError, ValueError):
     """A params value is missing, unknown, of the wrong type or out of range."""
+
+
+class _WrongType(ParamsError):
+    """The value is not of the key's type (a union tries its next type)."""
 
 
 # --- checks: each returns an error message or None ---------------------------------------
@@ -44,6 +69,59 @@ def probability(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
 
 
+def shown(v: object) -> str:
+    """A user's key or string as an error message shows it: as written when it is printable,
+    else quoted and escaped, so a control character never breaks the one line."""
+    return v if isinstance(v, str) and v.isprintable() else repr(v)
+
+
+def timeout_seconds(v: Any) -> str | None:
+    if v <= 0:
+        return "must be > 0"
+    return None if v <= MAX_TIMEOUT else f"must be at most {MAX_TIMEOUT:g} seconds (a day)"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a corpus source (http, https, file:// or a local path),
+    or None. Parsing only: nothing is fetched."""
+    got = shown(url)
+    if not url.strip():
+        return "must name a file or an http(s) URL, got an empty string"
+    try:
+        parsed = urllib.parse.urlparse(url)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as e:
+        return f"not a valid URL: {e} (got {got})"
+    scheme = parsed.scheme
+    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a path (C:\\ on Windows)
+        return None
+    if scheme not in URL_SCHEMES:
+        return (f"scheme {scheme!r} is not allowed; use one of {', '.join(URL_SCHEMES)} or "
+                f"a local path (got {got})")
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return (f"a file:// URL names a file on this machine: host {parsed.netloc!r} is "
+                    f"not allowed (use file:///path or file://localhost/path; got {got})")
+        if not parsed.path:
+            return f"a file:// URL needs a path (got {got})"
+    elif not parsed.hostname:
+        return f"an {scheme} URL needs a host (got {got})"
+    return None
+
+
+def at_most(limit: float, why: str) -> Callable[[Any], str | None]:
+    """``v <= limit`` (and the caller's other checks); ``why`` is said with the limit."""
+    def check(v: Any) -> str | None:
+        return None if v <= limit else f"must be at most {limit:g} ({why})"
+    return check
+
+
+def both(*checks: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return next((p for p in (c(v) for c in checks) if p), None)
+    return check
+
+
 def sha256_hex(v: Any) -> str | None:
     if v is None or re.fullmatch(r"[0-9a-fA-F]{64}", v):
         return None
@@ -60,8 +138,13 @@ def _check(fn: Callable[[Any], str | None]) -> dict:
 class DownloadParams:
     url: str
     sha256: str | None = field(default=None, metadata=_check(sha256_hex))
-    timeout: float = field(default=30.0, metadata=_check(positive))
+    timeout: float = field(default=30.0, metadata=_check(timeout_seconds))
     retries: int = field(default=3, metadata=_check(non_negative))
+
+    def validate(self, path: str) -> None:
+        problem = url_problem(self.url)
+        if problem:
+            raise ParamsError(f"{path}.url: {problem}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +168,7 @@ class NgramParams:
     orders: list[int] = field(default_factory=lambda: [4, 10])
     # kn: interpolated Kneser-Ney; mkn: modified KN (3 discounts); addk: add-k
     smoothing: Literal["kn", "mkn", "addk"] = "kn"
-    add_k: float = field(default=0.01, metadata=_check(positive))
+    add_k: float = field(default=0.01)
     # null: one discount per order, D = n1 / (n1 + 2 n2) (Ney et al.)
     discount: float | None = None
 
@@ -95,10 +178,18 @@ class NgramParams:
         for i, o in enumerate(self.orders):
             if o < 0:
                 raise ParamsError(f"{path}.orders[{i}]: must be >= 0, got {o}")
+            if o > MAX_ORDER:
+                raise ParamsError(f"{path}.orders[{i}]: must be at most {MAX_ORDER} (the table "
+                                  f"grows with the order), got {o}")
+        lo, hi = ADD_K_RANGE
+        if not lo <= self.add_k <= hi:
+            raise ParamsError(f"{path}.add_k: must be in [{lo:g}, {hi:g}] (beyond, probabilities "
+                              f"underflow or the model is uniform), got {self.add_k}")
         if len(set(self.orders)) != len(self.orders):
             raise ParamsError(f"{path}.orders: must not repeat an order, got {self.orders}")
-        if self.discount is not None and not 0 < self.discount < 1:
-            raise ParamsError(f"{path}.discount: must be in (0, 1) or null, got {self.discount}")
+        if self.discount is not None and not MIN_DISCOUNT <= self.discount < 1:
+            raise ParamsError(f"{path}.discount: must be in [{MIN_DISCOUNT:g}, 1) or null, got "
+                              f"{self.discount}")
 
 
 @dataclass(frozen=True)
@@ -116,7 +207,8 @@ class TrainParams:
     seed: int = field(default=1337, metadata=_check(non_negative))
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # 0: OMP_NUM_THREADS if set, else every core
-    threads: int = field(default=0, metadata=_check(non_negative))
+    threads: int = field(default=0, metadata=_check(both(
+        non_negative, at_most(MAX_THREADS, "torch threads per process"))))
     grad_clip: float = field(default=1.0, metadata=_check(non_negative))
     # 0: one-hot input, as in the lecture; else a learned embedding of this size
     embedding_size: int = field(default=0, metadata=_check(non_negative))
@@ -136,7 +228,8 @@ class TrainParams:
     patience: int = field(default=0, metadata=_check(non_negative))
     # > 1: `dvc repro` trains under torchrun with this many data-parallel processes (DDP),
     # each on batch_size / nproc of the streams
-    nproc: int = field(default=1, metadata=_check(positive))
+    nproc: int = field(default=1, metadata=_check(both(
+        positive, at_most(MAX_THREADS, "processes on this node"))))
     # gpt only (required there): attention heads, and the window of characters it reads;
     # a GPT trains on windows of `context` characters (its seq_length is context)
     heads: int | None = field(default=None, metadata=_check(positive))
@@ -211,7 +304,8 @@ class SampleParams:
 class EvaluateParams:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # 0: OMP_NUM_THREADS if set, else every core
-    threads: int = field(default=0, metadata=_check(non_negative))
+    threads: int = field(default=0, metadata=_check(both(
+        non_negative, at_most(MAX_THREADS, "torch threads per process"))))
 
 
 @dataclass(frozen=True)
@@ -267,7 +361,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, path)
-            except ParamsError:
+            except _WrongType:  # a value of the right type but out of range stops here
                 continue
     elif origin is list:
         if isinstance(value, list):
@@ -281,14 +375,28 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_MAX:
+                raise ParamsError(f"{path}: must fit in 64 bits (between -(2**63 - 1) and "
+                                  f"2**63 - 1 = {INT_MAX}), got {value}")
             return value
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            raise _WrongType(f"{path}: must be an integer, got the string {value!r} (write "
+                             "digits only, without quotes, a dot or an exponent)")
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                or isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+            # a string here is YAML's reading of `1e-3`: the number the user meant
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float range
+                number = math.inf
+            if not math.isfinite(number):
+                raise ParamsError(f"{path}: must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ParamsError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    raise _WrongType(f"{path}: must be {_type_name(tp)}, got {value!r}")
 
 
 def parse(cls: type[T], raw: Any, path: str) -> T:
@@ -298,10 +406,10 @@ def parse(cls: type[T], raw: Any, path: str) -> T:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: must be a mapping of keys to values, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted((k for k in raw if k not in fields), key=str)
     if unknown:
         raise ParamsError(
-            f"{path}.{unknown[0]}: unknown key; allowed keys: {', '.join(fields)}"
+            f"{path}.{shown(unknown[0])}: unknown key; allowed keys: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -369,16 +477,22 @@ def check_train_split(cfg: TrainParams, name: str, n_train: int) -> None:
         )
 
 
+MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
 def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{section}: must map each model name to its settings")
     for name, entry in raw.items():
+        # the name becomes a DVC stage (train@<name>), a command-line argument and a file
+        # name (models/<name>.pt): nothing that could be read as a path or split in two
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+            raise ParamsError(f"{section}.{shown(name)}: model names must be letters, digits, "
+                              "_ or - (starting with a letter or _)")
         key = f"{section}.{name}"
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(name)):
-            raise ParamsError(f"{key}: model names must be letters, digits, _ or -")
-        if re.fullmatch(r"ngram\d+", str(name)):
+        if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
-        if str(name) in out:
+        if name in out:
             raise ParamsError(f"{key}: train.{name} has this name already; model names are "
                               "shared by train: and finetune:")
         cfg = parse(TrainParams, entry, key)
@@ -395,15 +509,18 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
                     f"{key}.init_from: must name a checkpoint in models/ (another entry, or "
                     f"one imported there: dvc import <repo> <path> -o models/<name>.pt), "
                     f"got {cfg.init_from!r}")
-        out[str(name)] = cfg
+        out[name] = cfg
 
 
 def train_models(params: Mapping) -> dict[str, TrainParams]:
     """Every trained model: the entries of ``train:``, then those of ``finetune:`` (optional;
     each starts from the checkpoint ``init_from`` names); keys are the model names."""
     raw = params.get("train")
-    if not isinstance(raw, Mapping) or not raw:
+    if not isinstance(raw, Mapping):
         raise ParamsError("train: must map each model name to its settings")
+    if not raw:
+        raise ParamsError("train: lists no model; add at least one entry (name: settings), "
+                          "e.g. from the default params.yaml")
     out: dict[str, TrainParams] = {}
     _entries(raw, "train", out)
     _entries(params.get("finetune") or {}, "finetune", out)
@@ -429,6 +546,102 @@ def init_entry(cfg: TrainParams) -> str | None:
     if init is None or init.endswith(".pt") or "/" in init or "\\" in init:
         return None
     return init
+
+
+# --- every section at once: the `validate` stage -----------------------------------------
+
+def _dataclass_section(cls: type) -> Callable[[Any, str], Any]:
+    return lambda raw, path: parse(cls, raw, path)
+
+
+# Every top-level section of params.yaml and the function that checks it (raw value, key
+# path) -> parsed value. The validate stage runs them all before any other stage, so that a
+# params error stops `dvc repro` before DVC deletes any output. A new section is one line.
+SECTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "download": _dataclass_section(DownloadParams),
+    "encode": _dataclass_section(EncodeParams),
+    "ngram": _dataclass_section(NgramParams),
+    # train: and finetune: are checked together (names are shared, fine-tunes name other
+    # entries): see validate_all
+    "train": lambda raw, path: raw,
+    "finetune": lambda raw, path: raw,
+    "sample": _dataclass_section(SampleParams),
+    "evaluate": _dataclass_section(EvaluateParams),
+    "analyze": _dataclass_section(AnalyzeParams),
+}
+# sections params.yaml may leave out
+OPTIONAL_SECTIONS = ("finetune",)
+
+
+def register_section(name: str, cls: type | Callable[[Any, str], Any]) -> None:
+    """Add a section to what :func:`validate_all` checks: a params dataclass, or a function
+    (raw value, key path) -> parsed value that raises :class:`ParamsError`."""
+    SECTIONS[name] = _dataclass_section(cls) if dataclasses.is_dataclass(cls) else cls
+
+
+def validate_all(params: Mapping) -> dict[str, Any]:
+    """Every section of loaded params, parsed and checked: section name -> parsed value.
+    A section params.yaml lacks, or one no stage knows (a typo), is an error too."""
+    unknown = sorted((k for k in params if k not in SECTIONS), key=str)
+    if unknown:
+        raise ParamsError(f"{shown(unknown[0])}: unknown section; allowed sections: "
+                          f"{', '.join(SECTIONS)}")
+    out = {}
+    for name, check in SECTIONS.items():
+        if name not in params:
+            if name in OPTIONAL_SECTIONS:
+                continue
+            raise ParamsError(f"{name}: section missing from params")
+        out[name] = check(params[name], name)
+    models = train_models(params)
+    for name in ("train", "finetune"):
+        out[name] = {m: cfg for m, cfg in models.items() if section_of(params, m) == name}
+    return out
+
+
+# The validate stage's first output: constant, so that no stage reruns because validation
+# ran again; only a failed validation (no file) stops the stages that depend on it.
+PARAMS_OK = "every params section is valid\n"
+
+
+class ModelSetError(CharlabError):
+    """The model-set file (data/models.json) is missing or damaged."""
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Which models the pipeline has: the n-gram orders and the names of the train: entries.
+    The validate stage writes it; sample, evaluate and report depend on it, so adding or
+    removing a model reruns them (and only a change of the set does)."""
+
+    ngram_orders: tuple[int, ...]
+    trained: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, checked: Mapping[str, Any]) -> ModelSet:
+        """From :func:`validate_all`'s result."""
+        return cls(tuple(sorted(checked["ngram"].orders)),
+                   tuple(checked["train"]) + tuple(checked["finetune"]))
+
+    def to_json(self) -> dict:
+        return {"ngram_orders": list(self.ngram_orders), "trained": list(self.trained)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ModelSet:
+        try:
+            obj = read_json(path)
+        except FileNotFoundError:
+            raise ModelSetError(f"{path}: missing (the validate stage writes it: "
+                                "`dvc repro validate`)") from None
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError
+            raise ModelSetError(f"{path}: not a model-set file: {e}") from None
+        orders, trained = (obj.get(k) if isinstance(obj, dict) else None
+                           for k in ("ngram_orders", "trained"))
+        if not (isinstance(orders, list) and all(type(o) is int for o in orders)
+                and isinstance(trained, list) and all(isinstance(t, str) for t in trained)):
+            raise ModelSetError(f"{path}: not a model-set file: expected "
+                                '{"ngram_orders": [int, ...], "trained": [name, ...]}')
+        return cls(tuple(orders), tuple(trained))
 
 
 def stage_parser(doc: str | None, *paths: str, corpus: bool = False) -> argparse.ArgumentParser:

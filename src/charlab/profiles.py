@@ -76,12 +76,8 @@ def merged(base: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any
 
 
 def check(raw: Mapping[str, Any]) -> None:
-    """Every section a stage reads, validated as the stages will (ParamsError if not)."""
-    for name, cls in (("download", params.DownloadParams), ("encode", params.EncodeParams),
-                      ("ngram", params.NgramParams), ("sample", params.SampleParams),
-                      ("evaluate", params.EvaluateParams)):
-        params.section(raw, name, cls)
-    params.train_models(raw)
+    """Every section, validated as the pipeline's validate stage will (ParamsError if not)."""
+    params.validate_all(raw)
 
 
 def overrides(profile_path: str | os.PathLike, params_path: str | os.PathLike = "params.yaml"

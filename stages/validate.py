@@ -1,0 +1,29 @@
+"""Stage `validate`: check every params section before any other stage runs.
+
+DVC deletes a stage's outputs before it runs the stage's command, so a params error found
+by, say, `evaluate` would cost the previous metrics. Every other stage depends on this
+stage's constant output: a bad value stops `dvc repro` here, before anything is deleted.
+The second output, the set of models, is what sample, evaluate and report read: adding or
+removing a model reruns them.
+"""
+
+from __future__ import annotations
+
+from charlab import params
+from charlab.errors import run_main
+from charlab.io import write_json, write_text
+
+
+def main() -> None:
+    args = params.stage_parser(__doc__, "ok", "model-set").parse_args()
+
+    checked = params.validate_all(params.load(args.params))
+    models = params.ModelSet.from_params(checked)
+    write_json(args.model_set, models.to_json())
+    write_text(args.ok, params.PARAMS_OK)
+    print(f"validate: {args.params}: {len(checked)} sections valid; models: n-gram orders "
+          f"{', '.join(map(str, models.ngram_orders))}; trained {', '.join(models.trained)}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,155 @@
+"""The `charlab` command on bad arguments, damaged files, pipes and narrow output encodings:
+one `error:` line and exit code 2, or a quiet stop when the reader goes away (issue 12)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_text
+
+from charlab.cli import main as cli_main
+from charlab.encoding import Vocab
+from charlab.ngram import NGramLM
+
+# a corpus with one character beyond ASCII, so that an ascii stdout cannot print every sample
+TEXT = make_text(4000, seed=4) + "café\n"
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    """A vocabulary and an order-2 n-gram model where the CLI looks by default."""
+    vocab = Vocab.from_text(TEXT)
+    (tmp_path / "data/encoded").mkdir(parents=True)
+    vocab.save(tmp_path / "data/encoded/vocab.json")
+    (tmp_path / "models/ngram").mkdir(parents=True)
+    NGramLM.fit(vocab.encode(TEXT), vocab.size, 2).save(tmp_path / "models/ngram/ngram2.npz",
+                                                        vocab)
+    return tmp_path
+
+
+def cli(ws: Path, capsys, monkeypatch, *argv: str) -> tuple[int, str, str]:
+    monkeypatch.chdir(ws)
+    try:
+        cli_main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_process(ws: Path, *argv: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "charlab.cli", *argv], cwd=ws, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def one_line_error(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--temperature", "nan"], r"^error: --temperature: must be a finite number >= 0 \(0 = "
+                               r"greedy\), got nan$"),
+    (["--temperature", "-0.5"], r"^error: --temperature: must be a finite number >= 0 \(0 = "
+                                r"greedy\), got -0\.5$"),
+    (["--temperature", "inf"], r"^error: --temperature: must be a finite number >= 0 \(0 = "
+                               r"greedy\), got inf$"),
+    (["--seed", "-1"], r"^error: --seed: must be >= 0 and < 2\*\*63, got -1$"),
+    (["--length", "-1"], r"^error: --length: must be >= 0, got -1$"),
+    (["--top-k", "0"], r"^error: --top-k: must be >= 1, got 0$"),
+], ids=["temperature-nan", "temperature-negative", "temperature-inf", "seed-negative",
+        "length-negative", "top-k-zero"])
+def test_sample_arguments_out_of_range_are_one_line(ws, capsys, monkeypatch, argv, message):
+    code, out, err = cli(ws, capsys, monkeypatch, "sample", "ngram2", "--length", "20", *argv)
+    assert code == 2 and out == ""
+    assert re.fullmatch(message, one_line_error(err))
+
+
+@pytest.mark.parametrize("data,message", [
+    (b'{"chars": ["a", ', r"not JSON \(Expecting value at line 1, column 17\)"),
+    (b'{"tokens": {"a": 0}}', r"expected an object .*, got keys 'tokens'"),
+    (b'{"chars": ["b", "a"]}', r"chars\[1\]: 'a' after 'b'"),
+], ids=["cut", "foreign", "unsorted"])
+@pytest.mark.parametrize("command", [
+    ["sample", "ngram2", "--length", "5"], ["score", "ngram2", "text.txt"],
+    ["ngram", "show", "ab", "--order", "2"],
+], ids=["sample", "score", "ngram-show"])
+def test_damaged_or_foreign_vocab_is_one_line_in_every_command(ws, capsys, monkeypatch, command,
+                                                               data, message):
+    (ws / "text.txt").write_text(TEXT[:200], encoding="utf-8")
+    (ws / "data/encoded/vocab.json").write_bytes(data)
+    code, out, err = cli(ws, capsys, monkeypatch, *command)
+    assert code == 2 and out == ""
+    assert re.fullmatch(r"error: data/encoded/vocab\.json: not a charlab vocabulary: .*"
+                        + message + ".*", one_line_error(err))
+
+
+def test_score_and_prime_file_drop_a_leading_bom(ws, capsys, monkeypatch):
+    body = TEXT[:500]
+    (ws / "plain.txt").write_text(body, encoding="utf-8")
+    (ws / "bom.txt").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    code, plain, err = cli(ws, capsys, monkeypatch, "score", "ngram2", "plain.txt")
+    assert code == 0, err
+    code, bom, err = cli(ws, capsys, monkeypatch, "score", "ngram2", "bom.txt")
+    assert code == 0, err
+    assert bom.replace("bom.txt", "plain.txt") == plain
+    (ws / "prime.txt").write_bytes(b"\xef\xbb\xbfKING:")
+    code, out, err = cli(ws, capsys, monkeypatch, "sample", "ngram2", "--prime-file",
+                         "prime.txt", "--length", "10")
+    assert code == 0, err
+    assert out.startswith("KING:")
+
+
+def test_sample_into_a_closed_pipe_stops_quietly(ws):
+    """`charlab sample ... | head -c 20`: the reader leaves; no traceback, exit 128 + SIGPIPE."""
+    proc = cli_process(ws, "sample", "ngram2", "--length", "2000000", "--seed", "3")
+    head = proc.stdout.read(20)
+    proc.stdout.close()  # what `head` does once it has its bytes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert len(head) == 20
+    assert err == ""
+
+
+def test_sample_through_head_in_a_shell(ws):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(f"'{sys.executable}' -m charlab.cli sample ngram2 --length 1000000 "
+                          "| head -c 50", shell=True, cwd=ws, env=env, capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 0
+    assert len(proc.stdout) == 50
+    assert proc.stderr == b""
+
+
+@pytest.mark.parametrize("command", [
+    ["sample", "ngram2", "--prime", "caf", "--length", "20"],
+    ["ngram", "show", "caf", "--order", "2"],
+], ids=["sample", "ngram-show"])
+def test_an_output_encoding_that_cannot_hold_the_text_is_one_line(ws, command):
+    proc = cli_process(ws, *command, env={"PYTHONIOENCODING": "ascii"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    # stderr escapes what it cannot hold ('\xe9'); the code point is readable anywhere
+    assert re.fullmatch(r"error: stdout's encoding \(ascii\) cannot print U\+00E9 '\\xe9'; set "
+                        r"PYTHONIOENCODING=utf-8 \(or a UTF-8 locale\), or "
+                        r"PYTHONIOENCODING=ascii:backslashreplace to print such characters as "
+                        r"escapes", one_line_error(err.decode()))
+    if command[0] == "sample":
+        assert out == b""  # checked before any character is written
+
+
+def test_an_output_encoding_with_escapes_prints(ws):
+    proc = cli_process(ws, "sample", "ngram2", "--prime", "caf", "--length", "300",
+                       env={"PYTHONIOENCODING": "ascii:backslashreplace"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.startswith(b"caf")
