@@ -101,3 +101,12 @@ def test_dvc_applies_exactly_the_validated_params(tmp_path: Path) -> None:
     got = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert got == merged(BASE, profile)
     assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == got
+
+
+def test_arguments_after_a_double_dash_are_for_profile_only(capsys) -> None:
+    from charlab.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["info", "models/rnn.pt", "--", "--queue"])
+    assert e.value.code == 2
+    assert "arguments after -- are for charlab profile only" in capsys.readouterr().err

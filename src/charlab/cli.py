@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
     if extra and args.command != "profile":
-        parser.error("arguments after -- are for `charlab profile` only")
+        parser.error("arguments after -- are for charlab profile only")
     args.dvc_args = extra
     for flag in ("top", "max_chars"):  # `ngram show --top` may be None: all of them
         value = getattr(args, flag, None)
