@@ -58,3 +58,14 @@ def test_stage_deps_list_script_and_every_imported_module(name: str) -> None:
 
 def test_every_stage_script_is_in_the_pipeline() -> None:
     assert {p.stem for p in (REPO / "stages").glob("*.py")} == set(STAGES)
+
+
+@pytest.mark.parametrize("name", ["sample", "evaluate", "analyze", "report"])
+def test_readers_do_not_depend_on_the_training_code(name: str) -> None:
+    """An edit of the training loop (or its batching, resume state, launch, DDP) reruns only
+    the train@ and finetune@ stages: the stages that read models import none of it."""
+    deps = set(STAGES[name]["deps"])
+    trainer = {f"src/charlab/{m}.py" for m in ("train", "batches", "resume", "launch",
+                                               "distributed", "finetune")}
+    assert not deps & trainer
+    assert not closure(REPO / f"stages/{name}.py", nested=True) & trainer
