@@ -18,6 +18,13 @@ from typing import Any, Literal, TypeVar
 
 from charlab.errors import CharlabError
 from charlab.io import read_yaml
+from charlab.ngram_choices import (
+    DISCOUNT_MAX,
+    DISCOUNT_MIN,
+    MIN_ORDER,
+    Smoothing,
+    discount_in_range,
+)
 
 T = TypeVar("T")
 
@@ -84,7 +91,7 @@ class EncodeParams:
 class NgramParams:
     orders: list[int] = field(default_factory=lambda: [4, 10])
     # kn: interpolated Kneser-Ney; mkn: modified KN (3 discounts); addk: add-k
-    smoothing: Literal["kn", "mkn", "addk"] = "kn"
+    smoothing: Smoothing = "kn"
     add_k: float = field(default=0.01, metadata=_check(positive))
     # null: one discount per order, D = n1 / (n1 + 2 n2) (Ney et al.)
     discount: float | None = None
@@ -93,12 +100,15 @@ class NgramParams:
         if not self.orders:
             raise ParamsError(f"{path}.orders: must list at least one order")
         for i, o in enumerate(self.orders):
-            if o < 0:
-                raise ParamsError(f"{path}.orders[{i}]: must be >= 0, got {o}")
+            if o < MIN_ORDER:
+                raise ParamsError(f"{path}.orders[{i}]: must be >= {MIN_ORDER}, got {o}")
         if len(set(self.orders)) != len(self.orders):
             raise ParamsError(f"{path}.orders: must not repeat an order, got {self.orders}")
-        if self.discount is not None and not 0 < self.discount < 1:
-            raise ParamsError(f"{path}.discount: must be in (0, 1) or null, got {self.discount}")
+        # the open interval: why, in charlab.ngram_choices
+        if self.discount is not None and not discount_in_range(self.discount,
+                                                               open_interval=True):
+            raise ParamsError(f"{path}.discount: must be in ({DISCOUNT_MIN:g}, "
+                              f"{DISCOUNT_MAX:g}) or null, got {self.discount}")
 
 
 @dataclass(frozen=True)
