@@ -270,8 +270,8 @@ def test_chunked_counts_equal_one_pass() -> None:
     for chunk in (1, 999, 4999):
         many = NGramLM.fit(ids, 5, 6, chunk_size=chunk)
         for lv in range(7):
-            np.testing.assert_array_equal(one._keys[lv], many._keys[lv])
-            np.testing.assert_array_equal(one._counts[lv], many._counts[lv])
+            np.testing.assert_array_equal(one.tables.keys(lv), many.tables.keys(lv))
+            np.testing.assert_array_equal(one.tables.counts(lv), many.tables.counts(lv))
 
 
 def test_with_order_equals_fitting_that_order() -> None:
