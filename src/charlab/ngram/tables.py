@@ -35,7 +35,11 @@ def key_bound(vocab_size: int, level: int, rows_below: int, bary: int) -> int:
 
 
 class Tables:
-    """The windows of levels 0..order with their counts, behind one lookup interface."""
+    """The windows of levels 0..order with their counts, behind one lookup interface.
+
+    A little over 150 lines, kept whole on purpose: it is the only class that knows which
+    key scheme a level uses, so every lookup that depends on it lives here.
+    """
 
     def __init__(self, vocab_size: int, order: int, keys: Sequence[np.ndarray],
                  counts: Sequence[np.ndarray]) -> None:
