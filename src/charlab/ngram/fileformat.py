@@ -22,7 +22,6 @@ from charlab.encoding import Vocab
 from charlab.errors import CharlabError
 from charlab.io import atomic_path
 from charlab.ngram.tables import key_bound
-from charlab.ngram.windows import bary_levels
 
 if TYPE_CHECKING:
     from charlab.ngram.ngramlm import NGramLM
@@ -129,7 +128,6 @@ def _validate_tables(keys: list[np.ndarray], counts: list[np.ndarray], vocab_siz
                      order: int, n_chars: int, bad: Any) -> None:
     if vocab_size < 1 or order < 0:
         raise bad(f"vocab_size {vocab_size}, order {order}")
-    bary = bary_levels(vocab_size, order)
     for level, (k, c) in enumerate(zip(keys, counts, strict=True)):
         if k.ndim != 1 or c.shape != k.shape or k.dtype != np.int64 or \
                 not np.issubdtype(c.dtype, np.integer):
@@ -137,7 +135,7 @@ def _validate_tables(keys: list[np.ndarray], counts: list[np.ndarray], vocab_siz
         if len(k) == 0 or np.any(k[1:] <= k[:-1]) or np.any(c <= 0) or k[0] < 0:
             raise bad(f"level {level}: keys not strictly increasing or counts not positive")
         rows_below = len(keys[level - 1]) if level else 0
-        if k[-1] >= key_bound(vocab_size, level, rows_below, bary):
+        if k[-1] >= key_bound(vocab_size, order, level, rows_below):
             raise bad(f"level {level}: key out of range")
     # Every position has one window per level, so each level's counts add up to the text.
     if any(int(c.sum(dtype=np.int64)) != n_chars for c in counts):

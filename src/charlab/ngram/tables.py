@@ -27,11 +27,13 @@ import numpy as np
 from charlab.ngram.windows import bary_levels, run_lengths, run_starts
 
 
-def key_bound(vocab_size: int, level: int, rows_below: int, bary: int) -> int:
-    """Every key of ``level`` is below this: base-B up to level ``bary - 1``, parent form
-    above (``rows_below``: the number of windows one level down)."""
+def key_bound(vocab_size: int, order: int, level: int, rows_below: int) -> int:
+    """Every key of ``level`` of a table of ``order`` is below this (``rows_below``: the
+    number of windows one level down, which bounds a parent-form key)."""
     base = vocab_size + 1
-    return vocab_size * base**level if level < bary else rows_below * base
+    if level < bary_levels(vocab_size, order):
+        return vocab_size * base**level
+    return rows_below * base
 
 
 class Tables:
