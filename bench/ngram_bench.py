@@ -104,8 +104,7 @@ def worker(kind: str, corpus: str, order: int, vocab_size: int) -> dict:
         res["tracemalloc_peak_mib"] = m["traced_peak"] / MIB
     if isinstance(out, NGramLM):
         res["entries"] = out.num_params()
-        res["table_mib"] = sum(k.nbytes + c.nbytes
-                               for k, c in zip(out._keys, out._counts, strict=True)) / MIB
+        res["table_mib"] = out.tables.nbytes / MIB
     return res
 
 

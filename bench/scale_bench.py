@@ -230,9 +230,8 @@ def worker(kind: str, workdir: Path) -> dict:
         res["fault_bytes"] = _bytes_per_fault(tokens)
     if isinstance(out, NGramLM):
         res["entries"] = out.num_params()
-        res["level_entries"] = [len(k) for k in out._keys]
-        res["table_bytes"] = sum(k.nbytes + c.nbytes
-                                 for k, c in zip(out._keys, out._counts, strict=True))
+        res["level_entries"] = [out.tables.num_rows(lv) for lv in range(out.order + 1)]
+        res["table_bytes"] = out.tables.nbytes
     return res
 
 

@@ -353,8 +353,8 @@ def stages_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p["analyze"].update(threads=1, cells_chars=500, excerpt_chars=300)
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     threads = torch.get_num_threads()
-    for stage in ("download", "encode", "ngram", "train", "sample", "evaluate", "analyze",
-                  "report"):
+    for stage in ("validate", "download", "encode", "ngram", "train", "sample", "evaluate",
+                  "analyze", "report"):
         script, *args = stage_argv(stage)
         cwd, argv = os.getcwd(), sys.argv
         os.chdir(ws)

@@ -264,14 +264,58 @@ def test_layouts_match_reference(vocab_size: int, order: int, chunk_size: int) -
     np.testing.assert_allclose(lp, want, rtol=1e-9)
 
 
+@pytest.mark.parametrize(("vocab_size", "order"), LAYOUTS)
+def test_tables_interface_matches_reference(vocab_size: int, order: int) -> None:
+    """model.tables answers the same questions whichever key scheme a level uses."""
+    rng = np.random.default_rng(vocab_size * order)
+    ids = rng.integers(0, min(vocab_size, 5), size=300)
+    ids[40:45] = vocab_size - 1
+    t = NGramLM.fit(ids, vocab_size, order).tables
+    counts, base = ref_counts(ids.tolist(), vocab_size, order), vocab_size + 1
+    assert t.n_chars == len(ids) and t.num_entries == sum(len(c) for c in counts)
+    assert t.nbytes == sum(t.keys(lv).nbytes + t.counts(lv).nbytes for lv in range(order + 1))
+
+    def row(lv: int, h: tuple[int, ...], w: int) -> int:  # h: oldest..newest
+        hist = sum(c * base**j for j, c in enumerate(h))  # newest most significant
+        return int(t.rows_for(lv, np.array([w]), hist)[0])
+
+    rows_below: dict = {}  # (history, target) -> row, one level down
+    for lv in range(order + 1):
+        assert t.num_rows(lv) == len(counts[lv]) == len(t.counts(lv))
+        rows = {hw: row(lv, *hw) for hw in counts[lv]}
+        assert sorted(rows.values()) == list(range(t.num_rows(lv)))  # each window once
+        assert {hw: int(t.counts(lv)[r]) for hw, r in rows.items()} == dict(counts[lv])
+        if lv:  # only the first char follows the all-pad history
+            assert row(lv, (vocab_size,) * lv, (int(ids[0]) + 1) % vocab_size) == -1
+        if lv < order:  # distinct chars seen before each window
+            n1 = Counter((h[1:], w) for h, w in counts[lv + 1])
+            assert {hw: int(t.continuation(lv)[r]) for hw, r in rows.items()} == n1
+        if lv:
+            pad_slot = t.num_rows(lv - 1)  # the all-pad history's extra slot
+            for (h, w), r in rows.items():
+                assert t.parents(lv)[r] == rows_below[(h[1:], w)]
+                assert t.oldest_chars(lv)[r] == h[0]
+                own = pad_slot if h[-1] == vocab_size else rows_below[(h[:-1], h[-1])]
+                assert t.history_rows(lv)[r] == own
+            below = list(rows_below)  # each window one level down, with one older char
+            for c in {*range(min(vocab_size, 5)), vocab_size - 1, vocab_size}:
+                hit, up = t.extend(lv, np.array([rows_below[hw] for hw in below]), c)
+                want = [((c, *h), w) in rows for h, w in below]
+                assert hit.tolist() == want
+                assert up.tolist() == [rows[((c, *h), w)] for h, w in below
+                                       if ((c, *h), w) in rows]
+        rows_below = rows
+    assert t.cut(order - 1).num_entries == t.num_entries - t.num_rows(order)
+
+
 def test_chunked_counts_equal_one_pass() -> None:
     ids = np.random.default_rng(1).integers(0, 5, size=5000)
     one = NGramLM.fit(ids, 5, 6)
     for chunk in (1, 999, 4999):
         many = NGramLM.fit(ids, 5, 6, chunk_size=chunk)
         for lv in range(7):
-            np.testing.assert_array_equal(one._keys[lv], many._keys[lv])
-            np.testing.assert_array_equal(one._counts[lv], many._counts[lv])
+            np.testing.assert_array_equal(one.tables.keys(lv), many.tables.keys(lv))
+            np.testing.assert_array_equal(one.tables.counts(lv), many.tables.counts(lv))
 
 
 def test_with_order_equals_fitting_that_order() -> None:

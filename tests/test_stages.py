@@ -17,20 +17,40 @@ from conftest import REPO
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
+def module_files(module: str) -> set[str]:
+    """The files Python runs to import ``module`` (``charlab.x`` or ``charlab.pkg.x``):
+    ``src/charlab/x.py``, or for a package each ``__init__.py`` on the way down and the
+    module itself (importing ``charlab.ngram.tables`` first runs ``charlab/ngram/__init__``)."""
+    parts, found = module.split("."), set()
+    for i in range(2, len(parts) + 1):
+        path = "/".join(["src", *parts[:i]])
+        found.add(f"{path}/__init__.py" if (REPO / path).is_dir() else f"{path}.py")
+    return found
+
+
+def is_module(module: str) -> bool:
+    path = REPO / "/".join(["src", *module.split(".")])
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
 def charlab_imports(path: Path, nested: bool) -> set[str]:
-    """Modules of charlab that ``path`` imports, as ``src/charlab/<name>.py``; ``nested``:
-    also the imports inside functions."""
+    """Files of charlab that ``path`` imports, as ``src/charlab/<name>.py`` (or
+    ``src/charlab/<package>/<name>.py``); ``nested``: also the imports inside functions."""
     tree = ast.parse(path.read_text(), str(path))
     found = set()
     for node in ast.walk(tree) if nested else tree.body:
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "charlab":
-                found |= {f"src/charlab/{a.name}.py" for a in node.names}
-            elif node.module.startswith("charlab."):
-                found.add(f"src/charlab/{node.module.split('.')[1]}.py")
+            if node.module == "charlab" or node.module.startswith("charlab."):
+                if node.module != "charlab":
+                    found |= module_files(node.module)
+                # `from charlab.pkg import sub` imports the submodule too, not just a name
+                for name in (f"{node.module}.{a.name}" for a in node.names):
+                    if is_module(name):
+                        found |= module_files(name)
         elif isinstance(node, ast.Import):
-            found |= {f"src/charlab/{a.name.split('.')[1]}.py" for a in node.names
-                      if a.name.startswith("charlab.")}
+            for a in node.names:
+                if a.name.startswith("charlab."):
+                    found |= module_files(a.name)
     return found
 
 
@@ -69,3 +89,20 @@ def test_readers_do_not_depend_on_the_training_code(name: str) -> None:
                                                "distributed", "finetune")}
     assert not deps & trainer
     assert not closure(REPO / f"stages/{name}.py", nested=True) & trainer
+
+
+def test_imports_of_a_package_name_its_init_and_the_modules(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text("from charlab import io\n"
+                      "from charlab.ngram import NGramLM\n"
+                      "from charlab.ngram import tables\n"
+                      "import charlab.ngram.counting\n"
+                      "def later():\n"
+                      "    from charlab.models import load_model\n")
+    assert charlab_imports(script, nested=False) == {
+        "src/charlab/io.py", "src/charlab/ngram/__init__.py", "src/charlab/ngram/tables.py",
+        "src/charlab/ngram/counting.py"}
+    assert "src/charlab/models.py" in charlab_imports(script, nested=True)
+    # the package's __init__ imports each of its modules: a stage using it lists them all
+    assert {f"src/charlab/ngram/{p.name}" for p in (REPO / "src/charlab/ngram").glob("*.py")
+            } <= closure(script, nested=False)

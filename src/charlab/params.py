@@ -20,6 +20,14 @@ from typing import Any, Literal, TypeVar
 
 from charlab.errors import CharlabError
 from charlab.io import read_json, read_yaml
+from charlab.ngram_choices import (
+    ADD_K_RANGE,
+    DISCOUNT_MAX,
+    MAX_ORDER,
+    MIN_DISCOUNT,
+    MIN_ORDER,
+    Smoothing,
+)
 
 T = TypeVar("T")
 
@@ -31,15 +39,7 @@ MAX_TIMEOUT = 86_400.0
 # number key such a string is the number the user meant
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 URL_SCHEMES = ("http", "https", "file")
-# Bounds that keep the later stages' arithmetic finite and their sizes sane (issue 12): an
-# n-gram table grows with the order and a history of 64 characters is practically never
-# seen twice; add-k beyond 1e6 is already a uniform model (and k * vocab overflows near
-# 1e300), below 1e-10 an unseen character's probability underflows to 0 on a large corpus;
-# a Kneser-Ney discount below 1e-3 multiplies down to 0 over ten back-off levels; torch
-# takes thread counts as C ints.
-MAX_ORDER = 64
-ADD_K_RANGE = (1e-10, 1e6)
-MIN_DISCOUNT = 1e-3
+# torch takes thread counts as C ints; the n-gram bounds are in charlab.ngram_choices
 MAX_THREADS = 4096
 
 
@@ -167,7 +167,7 @@ class EncodeParams:
 class NgramParams:
     orders: list[int] = field(default_factory=lambda: [4, 10])
     # kn: interpolated Kneser-Ney; mkn: modified KN (3 discounts); addk: add-k
-    smoothing: Literal["kn", "mkn", "addk"] = "kn"
+    smoothing: Smoothing = "kn"
     add_k: float = field(default=0.01)
     # null: one discount per order, D = n1 / (n1 + 2 n2) (Ney et al.)
     discount: float | None = None
@@ -176,8 +176,8 @@ class NgramParams:
         if not self.orders:
             raise ParamsError(f"{path}.orders: must list at least one order")
         for i, o in enumerate(self.orders):
-            if o < 0:
-                raise ParamsError(f"{path}.orders[{i}]: must be >= 0, got {o}")
+            if o < MIN_ORDER:
+                raise ParamsError(f"{path}.orders[{i}]: must be >= {MIN_ORDER}, got {o}")
             if o > MAX_ORDER:
                 raise ParamsError(f"{path}.orders[{i}]: must be at most {MAX_ORDER} (the table "
                                   f"grows with the order), got {o}")
@@ -187,9 +187,10 @@ class NgramParams:
                               f"underflow or the model is uniform), got {self.add_k}")
         if len(set(self.orders)) != len(self.orders):
             raise ParamsError(f"{path}.orders: must not repeat an order, got {self.orders}")
-        if self.discount is not None and not MIN_DISCOUNT <= self.discount < 1:
-            raise ParamsError(f"{path}.discount: must be in [{MIN_DISCOUNT:g}, 1) or null, got "
-                              f"{self.discount}")
+        # why these bounds, and why narrower than the library's: charlab.ngram_choices
+        if self.discount is not None and not MIN_DISCOUNT <= self.discount < DISCOUNT_MAX:
+            raise ParamsError(f"{path}.discount: must be in [{MIN_DISCOUNT:g}, "
+                              f"{DISCOUNT_MAX:g}) or null, got {self.discount}")
 
 
 @dataclass(frozen=True)
