@@ -6,15 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is installed before anything that depends on it, so pip never picks a build itself.
 # A machine whose nvidia-smi lists a GPU gets the CUDA build (CUDA_WHEELS: the wheel index's
-# CUDA version, e.g. cu126, cu128); any other machine the CPU build (a plain `pip install
-# torch` would pull a multi-GB CUDA build onto it). Override with TORCH="torch==... ...".
+# CUDA version, e.g. cu126, cu128); any other machine the CPU build from PyTorch's CPU index
+# (a plain `pip install torch` pulls a multi-GB CUDA build from PyPI). Where that index cannot
+# be reached, pip warns and takes a local CPU wheel (find-links) if there is one. Override
+# with TORCH="torch==... ...".
 TORCH_VERSION ?= 2.13.0
 CUDA_WHEELS ?= cu128
 HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
 ifeq ($(HAS_GPU),yes)
 TORCH ?= torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/$(CUDA_WHEELS)
 else
-TORCH ?= torch==$(TORCH_VERSION)
+# PyPI's Linux torch wheel is the CUDA build; the CPU index's 2.13.0+cpu sorts above it
+TORCH ?= torch==$(TORCH_VERSION) --extra-index-url https://download.pytorch.org/whl/cpu
 endif
 
 .PHONY: setup repro test lint clean

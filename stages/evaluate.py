@@ -10,7 +10,7 @@ from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.evaluate import score_splits, write_metrics
 from charlab.models import load_models, model_files
-from charlab.runtime import DeviceError, cpu_threads, resolve_device
+from charlab.runtime import FP32, DeviceError, cpu_threads, float32_gemms, resolve_device
 
 
 def main() -> None:
@@ -27,9 +27,11 @@ def main() -> None:
 
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     files = model_files(models.ngram_orders, models.trained, args.ngram_dir, args.models_dir)
-    # one pass: the analyze stage reads the test split's per-character scores from here
-    table, scores = score_splits(load_models(files, corpus.vocab, device=str(device)), corpus,
-                                 keep="test")
+    # one pass: the analyze stage reads the test split's per-character scores from here;
+    # fp32 GEMMs (cuDNN's RNN would otherwise take TF32), as validation scores in training
+    with float32_gemms(FP32):
+        table, scores = score_splits(load_models(files, corpus.vocab, device=str(device)),
+                                     corpus, keep="test")
     write_metrics(table, args.csv, args.json, args.bar, scores=scores, scores_path=args.scores)
     test = table[table["split"] == "test"].set_index("model")
     for name, row in test.iterrows():

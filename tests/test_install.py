@@ -47,7 +47,8 @@ def test_a_gpu_machine_gets_the_cuda_build(tmp_path: Path) -> None:
                                         "exit 9"], ids=["no-driver", "no-gpu", "broken"])
 def test_other_machines_get_the_cpu_build(tmp_path: Path, nvidia_smi: str | None) -> None:
     commands = planned(tmp_path, nvidia_smi)
-    assert torch_line(commands).endswith("pip install -q torch==2.13.0")
+    assert torch_line(commands).endswith(
+        "pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu")
     assert "torch.cuda" not in commands
 
 

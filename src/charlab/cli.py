@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import math
 import os
 import sys
@@ -356,6 +357,16 @@ def _run(args: argparse.Namespace) -> None:
         raise _stdout_problem(e) from None
 
 
+def _fp32_gemms(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """On a GPU, score in true fp32 (cuDNN's RNN would otherwise take TF32): the numbers
+    the evaluate stage reports. On the CPU nothing to do, and no torch import."""
+    if getattr(args, "device", "cpu") == "cpu":
+        return contextlib.nullcontext()
+    from charlab.runtime import FP32, float32_gemms
+
+    return float32_gemms(FP32)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -370,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     try:
-        run_main(lambda: _run(args))
+        with _fp32_gemms(args):
+            run_main(lambda: _run(args))
         sys.stdout.flush()  # inside the try: a reader gone at the last write is caught too
     except BrokenPipeError:
         # The reader closed the pipe (`charlab sample ... | head`): stop quietly. Python
