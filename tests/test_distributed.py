@@ -191,12 +191,12 @@ def test_bad_settings_fail_before_torchrun_starts(encoded: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_dvc_repro_trains_under_torchrun(tmp_path: Path, http_dir) -> None:
+def test_dvc_repro_trains_under_torchrun(tmp_path: Path, http_server) -> None:
     from test_pipeline import make_repo, run, stages_run
 
     def ddp(p):
         p["train"] = {"rnn3": dict(p["train"]["rnn3"], nproc=2)}
-    repo = make_repo(tmp_path, http_dir, make_text(30_000, seed=1), ddp)
+    repo = make_repo(tmp_path, http_server, make_text(30_000, seed=1), ddp)
     out = run(["dvc", "repro", "train@rnn3"], repo)
     assert stages_run(out) == {"validate", "download", "encode", "train@rnn3"}
     assert "2 processes (DDP, 2 streams each)" in out
