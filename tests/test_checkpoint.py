@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_text, tiny_params
-from helpers import one_line_error, write_malicious
+from helpers import ENCODED, one_line_error, write_malicious
 
 from charlab import checkpoint as ckpt
 from charlab.checkpoint import CheckpointError, checksum, load_checkpoint
@@ -22,24 +22,18 @@ from charlab.checkpoint import save as save_checkpoint
 from charlab.cli import main as cli_main
 from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.models import load_model
-from charlab.params import TrainParams, parse
 from charlab.train import train
 
-ENCODED = ("data/encoded/vocab.json", "data/encoded/corpus.bin", "data/encoded/split.json")
-TINY = {"cell": "rnn", "layers": 2, "hidden_size": 32, "dropout": 0.0, "batch_size": 4,
-        "seq_length": 16, "lr": 0.01, "max_steps": 4, "eval_every": 2, "seed": 1,
-        "device": "cpu", "threads": 1, "warmup_steps": 0}
+# conftest's TINY, two layers of 32: a checkpoint with records long enough to damage
+CKPT = {"layers": 2, "hidden_size": 32, "batch_size": 4, "seq_length": 16}
 DAMAGE = 2000
-
-
-def tiny_cfg(**kw) -> TrainParams:
-    return parse(TrainParams, {**TINY, **kw}, "train.rnn")
 
 
 def train_rnn(ws: Path, **kw):
     corpus = Corpus.load(*(ws / p for p in ENCODED))
-    return train(tiny_cfg(**kw), corpus, checkpoint_path=ws / "models/rnn.pt",
-                 curve_path=ws / "metrics/train/rnn.csv", name="rnn", progress=False)
+    return train(tiny_params("train.rnn", **{**CKPT, **kw}), corpus,
+                 checkpoint_path=ws / "models/rnn.pt", curve_path=ws / "metrics/train/rnn.csv",
+                 name="rnn", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, make_text
-from helpers import PY
+from helpers import PY, one_line_error
 
 from charlab.cli import main as cli_main
 from charlab.encoding import Vocab
@@ -48,13 +48,6 @@ def cli_process(ws: Path, *argv: str, env: dict | None = None, **kw) -> subproce
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "charlab.cli", *argv], cwd=ws, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-
-
-def one_line_error(err: str) -> str:
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv,message", [

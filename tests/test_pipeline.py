@@ -24,7 +24,8 @@ from charlab.encoding import Vocab
 
 pytestmark = pytest.mark.slow
 
-TINY = {"hidden_size": 16, "batch_size": 4, "seq_length": 16, "max_steps": 6, "eval_every": 4,
+# not a train entry: sizes laid over each entry of the real params.yaml (its cells stay)
+TINY_SIZES = {"hidden_size": 16, "batch_size": 4, "seq_length": 16, "max_steps": 6, "eval_every": 4,
         "threads": 1, "device": "cpu"}
 
 
@@ -72,7 +73,7 @@ def make_repo(tmp_path: Path, http_server: HTTPServer, text: str, tweak=None) ->
         p["download"].update(url=url, sha256=hashlib.sha256(data).hexdigest())
         p["ngram"]["orders"] = [2, 3]
         for entry in p["train"].values():
-            entry.update(TINY)
+            entry.update(TINY_SIZES)
         p["sample"]["length"] = 40
         p["evaluate"]["device"] = "cpu"
         if tweak:
@@ -343,7 +344,7 @@ def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
     assert "up to date" in run(["dvc", "status"], repo)
 
     # a new model: its training and the listings, never the other models' stages
-    gru = {**TINY, "cell": "gru", "max_steps": 2, "eval_every": 2}
+    gru = {**TINY_SIZES, "cell": "gru", "max_steps": 2, "eval_every": 2}
     edit_params(repo, lambda p: p["train"].update(gru1=gru))
     assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "train@gru1", "sample",
                                                        "evaluate", "report"}

@@ -27,7 +27,7 @@ from charlab.checkpoint import (
     load_checkpoint,
 )
 from charlab.encoding import Corpus, Vocab, encode_corpus
-from charlab.params import ParamsError, TrainParams, parse
+from charlab.params import ParamsError, TrainParams
 from charlab.resume import load_resume_state, restore_hidden
 from charlab.runtime import (
     DeviceError,
@@ -60,10 +60,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 
 def cfg(**kw) -> TrainParams:
-    base = dict(layers=1, hidden_size=32, batch_size=8, seq_length=16, lr=0.01, max_steps=20,
-                eval_every=10, device="cpu", threads=1, dropout=0.0, warmup_steps=2)
-    base.update(kw)
-    return parse(TrainParams, base, "train.test")
+    """conftest's TINY, wider and longer (enough steps to learn), with the default seed."""
+    base = dict(hidden_size=32, batch_size=8, seq_length=16, max_steps=20, eval_every=10,
+                warmup_steps=2, seed=TrainParams.seed)
+    return tiny_params("train.test", **{**base, **kw})
 
 
 def run(c: TrainParams, corpus: Corpus, d: Path, name: str = "m", **kw):
