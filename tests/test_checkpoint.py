@@ -1,4 +1,5 @@
-"""Checkpoint files: the checksum written at save and checked by every reader (issue 12)."""
+"""Checkpoint files: the checksum written at save and checked by every reader (issue 12);
+hostile (pickled code), foreign, damaged and mismatched checkpoints."""
 
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+"""Downloads: http(s), file and local paths, sha256, retries, and every network fault the
+local HTTP server (conftest.http_server) can script."""
+
 import re
 from pathlib import Path
 

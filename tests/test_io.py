@@ -1,4 +1,5 @@
-"""Atomic writes: what a failed write leaves, and that its message says so truthfully."""
+"""Atomic writes: what a failed write leaves, and that its message says so truthfully; a
+full disk and a kernel file size limit in every stage that writes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """End to end: a temporary git + DVC repo, a corpus served over HTTP on 127.0.0.1,
-`dvc repro` with tiny models, then a param edit that must rerun only what it touches."""
+`dvc repro` with tiny models, then a param edit that must rerun only what it touches; two
+`dvc repro` at once."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """dvc.yaml lists, for every stage, its script and each charlab module it imports (directly
 or through another module): an edited module must rerun exactly the stages that use it.
+Each stage rejects bad params before any work.
 
 Imports at module level must be listed, and so must those of every listed module. An import
 inside a function (models.load_model imports the model families it loads) may be left out
