@@ -173,7 +173,8 @@ def test_the_finetune_stage_depends_on_its_init_checkpoint(tmp_path, http_server
     repo = make_repo(tmp_path, http_server, make_text(20_000, seed=1), tweak)
     edit_params(repo, lambda p: p["train"].pop("rnn3"))
     out = run(["dvc", "repro", "finetune@ft"], repo)
-    assert stages_run(out) == {"download", "encode", "train@rnn", "finetune@ft"}
+    assert stages_run(out) == {"validate", "download", "encode", "train@rnn",
+                               "finetune@ft"}
     _, _, info = load_checkpoint(repo / "models/ft.pt")
     assert info["init"]["from"] == "models/rnn.pt"
     (repo / "models/base.pt").write_bytes((repo / "models/rnn.pt").read_bytes())
