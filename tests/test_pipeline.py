@@ -321,9 +321,9 @@ def test_a_params_error_stops_repro_before_any_output_is_deleted(tmp_path, http_
 
 
 def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
-    """Issue 12: the set of models (data/models.json) is a dependency of sample, evaluate
-    and report, so removing a train: entry reruns them; adding one reruns only them and its
-    own training."""
+    """Issue 12: the set of models (data/models.json) is a dependency of sample, evaluate,
+    analyze and report, so removing a train: entry reruns them; adding one reruns only them
+    and its own training."""
     repo = make_repo(tmp_path, http_server, make_text(8_000, seed=5),
                      lambda p: p["ngram"].update(orders=[2]))
     run(["dvc", "repro"], repo)
@@ -332,7 +332,7 @@ def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
 
     edit_params(repo, lambda p: p["train"].pop("rnn3"))
     assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "sample", "evaluate",
-                                                       "report"}
+                                                       "analyze", "report"}
     assert json.loads((repo / "data/models.json").read_text()) == {
         "ngram_orders": [2], "trained": ["rnn"]}
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {"ngram2", "rnn"}
@@ -348,7 +348,7 @@ def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
     gru = {**TINY_SIZES, "cell": "gru", "max_steps": 2, "eval_every": 2}
     edit_params(repo, lambda p: p["train"].update(gru1=gru))
     assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "train@gru1", "sample",
-                                                       "evaluate", "report"}
+                                                       "evaluate", "analyze", "report"}
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
         "ngram2", "rnn", "gru1"}
 
