@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import runpy
-import shlex
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -17,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, make_text, pixels_like, screenshot
+from conftest import REPO, TINY, make_text, pixels_like, screenshot
+from helpers import run_stage
 
 from charlab import analysis, render
 from charlab.analysis import (
@@ -39,9 +36,9 @@ from charlab.params import ParamsError, TrainParams, parse
 from charlab.train import train
 
 LN2 = math.log(2)
-TINY = {"cell": "lstm", "layers": 2, "hidden_size": 8, "dropout": 0.0, "batch_size": 4,
-        "seq_length": 16, "lr": 0.01, "max_steps": 6, "eval_every": 3, "seed": 1,
-        "device": "cpu", "threads": 1}
+# conftest's TINY as a two-layer LSTM: the analysis reads its cells' states
+LSTM2 = dict(TINY, cell="lstm", layers=2, batch_size=4, seq_length=16, max_steps=6,
+             eval_every=3)
 
 
 # --- classes -------------------------------------------------------------------------------
@@ -95,7 +92,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for order in (1, 3):
         NGramLM.fit(corpus.split("train"), corpus.vocab.size, order).save(
             d / f"ngram{order}.npz", corpus.vocab)
-    train(parse(TrainParams, TINY, "train.lstm2"), corpus, checkpoint_path=d / "lstm2.pt",
+    train(parse(TrainParams, LSTM2, "train.lstm2"), corpus, checkpoint_path=d / "lstm2.pt",
           curve_path=d / "lstm2.csv", name="lstm2", progress=False)
     files = {"ngram1": d / "ngram1.npz", "ngram3": d / "ngram3.npz", "lstm2": d / "lstm2.pt"}
     table, scores = score_splits(load_models(files, corpus.vocab), corpus)
@@ -315,58 +312,21 @@ def test_analyze_params_unknown_model() -> None:
 
 # --- the stages, as dvc.yaml runs them ---------------------------------------------------------
 
-def stage_argv(stage: str, key: str = "lstm2") -> list[str]:
-    entry = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
-    cmd = entry["do"]["cmd"] if "foreach" in entry else entry["cmd"]
-    return shlex.split(cmd.replace("${key}", key))[1:]
-
-
-def run_stage(ws: Path, stage: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    script, *args = stage_argv(stage)
-    cwd, argv = os.getcwd(), sys.argv
-    os.chdir(ws)
-    sys.argv = [script, *args]
-    try:
-        runpy.run_path(str(REPO / script), run_name="__main__")
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def stages_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
     ws = tmp_path_factory.mktemp("stages")
     (ws / "source.txt").write_text(make_text(9000, seed=6), encoding="utf-8")
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p["download"].update(url="source.txt", sha256=None)
     p["ngram"]["orders"] = [2]
-    p["train"] = {"lstm2": dict(TINY)}
+    p["train"] = {"lstm2": dict(LSTM2)}
     p["sample"]["length"] = 20
     p["evaluate"].update(device="cpu", threads=1)
     p["analyze"].update(threads=1, cells_chars=500, excerpt_chars=300)
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    threads = torch.get_num_threads()
     for stage in ("validate", "download", "encode", "ngram", "train", "sample", "evaluate",
                   "analyze", "report"):
-        script, *args = stage_argv(stage)
-        cwd, argv = os.getcwd(), sys.argv
-        os.chdir(ws)
-        sys.argv = [script, *args]
-        try:
-            runpy.run_path(str(REPO / script), run_name="__main__")
-        except SystemExit as e:
-            assert not e.code, stage
-        finally:
-            os.chdir(cwd)
-            sys.argv = argv
-            torch.set_num_threads(threads)
+        assert run_stage(ws, stage, key="lstm2")[0] == 0, stage
     return ws
 
 
@@ -406,7 +366,7 @@ def test_analyze_stage_rejects_an_unknown_pair_before_any_work(stages_ws: Path, 
     p["analyze"]["pairs"] = [["lstm2", "rnn9"]]
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     before = {f: f.read_bytes() for f in (ws / "metrics").rglob("*") if f.is_file()}
-    code, _, err = run_stage(ws, "analyze", capsys)
+    code, _, err = run_stage(ws, "analyze", capsys, key="lstm2")
     assert code == 2
     assert err.strip() == ("error: analyze.pairs[0][1]: unknown model 'rnn9'; the models are "
                            "ngram2, lstm2")
@@ -420,7 +380,7 @@ def test_analyze_stage_without_scores_is_one_line(stages_ws: Path, capsys,
     ws = tmp_path / "ws"
     shutil.copytree(stages_ws, ws)
     (ws / "data/scores/test_logprobs.npz").unlink()
-    code, _, err = run_stage(ws, "analyze", capsys)
+    code, _, err = run_stage(ws, "analyze", capsys, key="lstm2")
     assert code == 2
     assert err.strip() == ("error: data/scores/test_logprobs.npz: no scores file (run the "
                            "evaluate stage: `dvc repro`)")

@@ -1,8 +1,10 @@
-"""Checkpoint files: the checksum written at save and checked by every reader (issue 12)."""
+"""Checkpoint files: the checksum written at save and checked by every reader (issue 12);
+hostile (pickled code), foreign, damaged and mismatched checkpoints."""
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 import shutil
 import struct
@@ -12,31 +14,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_text
+from conftest import make_text, tiny_params
+from helpers import ENCODED, one_line_error, write_malicious
 
 from charlab import checkpoint as ckpt
 from charlab.checkpoint import CheckpointError, checksum, load_checkpoint
+from charlab.checkpoint import save as save_checkpoint
 from charlab.cli import main as cli_main
 from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.models import load_model
-from charlab.params import TrainParams, parse
 from charlab.train import train
 
-ENCODED = ("data/encoded/vocab.json", "data/encoded/corpus.bin", "data/encoded/split.json")
-TINY = {"cell": "rnn", "layers": 2, "hidden_size": 32, "dropout": 0.0, "batch_size": 4,
-        "seq_length": 16, "lr": 0.01, "max_steps": 4, "eval_every": 2, "seed": 1,
-        "device": "cpu", "threads": 1, "warmup_steps": 0}
+# conftest's TINY, two layers of 32: a checkpoint with records long enough to damage
+CKPT = {"layers": 2, "hidden_size": 32, "batch_size": 4, "seq_length": 16}
 DAMAGE = 2000
-
-
-def tiny_cfg(**kw) -> TrainParams:
-    return parse(TrainParams, {**TINY, **kw}, "train.rnn")
 
 
 def train_rnn(ws: Path, **kw):
     corpus = Corpus.load(*(ws / p for p in ENCODED))
-    return train(tiny_cfg(**kw), corpus, checkpoint_path=ws / "models/rnn.pt",
-                 curve_path=ws / "metrics/train/rnn.csv", name="rnn", progress=False)
+    return train(tiny_params("train.rnn", **{**CKPT, **kw}), corpus,
+                 checkpoint_path=ws / "models/rnn.pt", curve_path=ws / "metrics/train/rnn.csv",
+                 name="rnn", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +203,93 @@ def test_checksum_reference() -> None:
     assert checksum({"a": torch.zeros(2)}) != checksum({"a": torch.zeros(2, dtype=torch.int32)})
     assert checksum({"a": torch.zeros(0)}) != checksum({"a": torch.zeros(0, 1)})
     assert checksum({"x": 1}) != checksum({"x": 1.0}) != checksum({"x": True})
+
+
+# --- hostile and mismatched checkpoints
+
+def test_the_payload_is_live(tmp_path: Path) -> None:
+    """The check below means something: unpickling this file does run the code."""
+    write_malicious(tmp_path / "evil.pt", tmp_path / "marker", "pickle")
+    pickle.loads((tmp_path / "evil.pt").read_bytes())
+    assert (tmp_path / "marker").read_text() == "pwned"
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
+def test_loading_a_malicious_checkpoint_never_runs_its_code(pipeline_ws: Path, tmp_path: Path,
+                                                            capsys, monkeypatch,
+                                                            kind: str) -> None:
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pt"
+    write_malicious(evil, marker, kind)
+    vocab = Vocab.load(pipeline_ws / ENCODED[0])
+    with pytest.raises(CheckpointError, match=r"evil\.pt: not a readable checkpoint"):
+        load_model(evil, vocab)
+    monkeypatch.chdir(pipeline_ws)
+    for argv in (["info", str(evil)], ["sample", str(evil), "--length", "2"]):
+        with pytest.raises(SystemExit) as e:
+            cli_main(argv)
+        assert e.value.code == 2
+        assert "not a readable checkpoint" in one_line_error(capsys.readouterr().err)
+    # planted as the resume state of a training run: ignored, and training starts afresh
+    shutil.copy(evil, pipeline_ws / "models/rnn.pt.state")
+    corpus = Corpus.load(*(pipeline_ws / p for p in ENCODED))
+    res = train(tiny_params(), corpus, checkpoint_path=pipeline_ws / "models/rnn.pt",
+                curve_path=pipeline_ws / "metrics/train/rnn.csv", name="rnn", progress=False)
+    assert res.resumed_from is None
+    assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
+def test_refusing_a_malicious_checkpoint_gives_no_unsafe_advice(tmp_path: Path,
+                                                                kind: str) -> None:
+    write_malicious(tmp_path / "evil.pt", tmp_path / "marker", kind)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "evil.pt")
+    message = str(e.value)
+    assert "weights_only" not in message and "trust" not in message, message
+    assert "\x1b" not in message, message  # no terminal escapes in a one-line error
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("other_vocab", r"models/rnn\.pt: trained on a different vocabulary \(\d+ chars\) than this "
+                    r"corpus \(\d+ chars; only in the corpus: 'Ω'; only in the model: 'z'\); "
+                    r"retrain it"),
+    ("truncated", r"models/rnn\.pt: not a readable checkpoint \(truncated, corrupted, or not "
+                  r"written by charlab\)"),
+    ("zeros", r"models/rnn\.pt: not a readable checkpoint"),
+    ("foreign", r"models/rnn\.pt: a torch file, but not a charlab RNN checkpoint$"),
+    ("ngram_as_pt", r"models/rnn\.pt: not a readable checkpoint"),
+    ("version", r"models/rnn\.pt: checkpoint format version 99; this charlab reads version 2$"),
+    ("bad_config", r"models/rnn\.pt: damaged charlab checkpoint: unknown model config key"),
+], ids=["other-vocab", "truncated", "zeros", "foreign-torch", "ngram-as-pt", "version",
+        "bad-config"])
+def test_mismatched_or_damaged_checkpoint_in_the_cli(pipeline_ws: Path, capsys, monkeypatch,
+                                                     damage: str, message: str) -> None:
+    ckpt = pipeline_ws / "models/rnn.pt"
+    good = ckpt.read_bytes()
+    obj = torch.load(ckpt, weights_only=True)
+    if damage == "other_vocab":  # same size, one character swapped
+        chars = sorted((set(obj["vocab"]) - {"z"}) | {"Ω"})
+        Vocab(tuple(chars)).save(pipeline_ws / ENCODED[0])
+        if "z" not in obj["vocab"]:
+            pytest.skip("corpus has no 'z'")
+    elif damage == "truncated":
+        ckpt.write_bytes(good[: len(good) // 2])
+    elif damage == "zeros":
+        ckpt.write_bytes(bytes(len(good)))
+    elif damage == "foreign":
+        torch.save({"state_dict": obj["model"]}, ckpt)
+    elif damage == "ngram_as_pt":
+        shutil.copy(pipeline_ws / "models/ngram/ngram2.npz", ckpt)
+    elif damage == "version":
+        torch.save({**obj, "version": 99}, ckpt)
+    else:
+        # resealed with its checksum, so the damage reaches the config check
+        save_checkpoint({**obj, "model_config": {**obj["model_config"], "heads": 4}}, ckpt)
+    monkeypatch.chdir(pipeline_ws)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["sample", "rnn", "--length", "5"])
+    assert e.value.code == 2
+    assert re.search(message, one_line_error(capsys.readouterr().err))

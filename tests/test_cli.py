@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, make_text
+from helpers import PY, one_line_error
 
 from charlab.cli import main as cli_main
 from charlab.encoding import Vocab
@@ -47,13 +48,6 @@ def cli_process(ws: Path, *argv: str, env: dict | None = None, **kw) -> subproce
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "charlab.cli", *argv], cwd=ws, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-
-
-def one_line_error(err: str) -> str:
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -153,3 +147,53 @@ def test_an_output_encoding_with_escapes_prints(ws):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.startswith(b"caf")
+
+
+# --- no GPU, and characters outside the vocabulary, on the command line
+
+OOV = "Ω☃"  # never in make_text's corpora
+
+
+def test_cli_device_cuda_without_gpu(pipeline_ws: Path, capsys, monkeypatch, no_gpu) -> None:
+    monkeypatch.chdir(pipeline_ws)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["sample", "rnn", "--device", "cuda", "--length", "3"])
+    assert e.value.code == 2
+    assert "CUDA is not available" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sample", "ngram2", "--prime", f"KING{OOV}"],
+     r"^error: --prime: 2 character\(s\) not in the vocabulary of \d+: 'Ω', '☃'$"),
+    (["sample", "rnn", "--prime", "☃"],
+     r"^error: --prime: 1 character\(s\) not in the vocabulary of \d+: '☃'$"),
+    (["sample", "rnn", "--prime-file", "oov.txt"],
+     r"^error: oov\.txt: 2 character\(s\) not in the vocabulary of \d+: 'Ω', '☃'$"),
+    (["score", "ngram2", "oov.txt"],
+     r"^error: oov\.txt: 2 character\(s\) not in the vocabulary of \d+: 'Ω', '☃'$"),
+    (["score", "rnn", "oov.txt"],
+     r"^error: oov\.txt: 2 character\(s\) not in the vocabulary of \d+: 'Ω', '☃'$"),
+    (["ngram", "show", "kΩ", "--order", "2"],
+     r"^error: history: 1 character\(s\) not in the vocabulary of \d+: 'Ω'$"),
+], ids=["sample-ngram-prime", "sample-rnn-prime", "sample-prime-file", "score-ngram",
+        "score-rnn", "ngram-show"])
+def test_out_of_vocabulary_characters_are_named(pipeline_ws: Path, capsys, monkeypatch,
+                                                argv: list[str], message: str) -> None:
+    (pipeline_ws / "oov.txt").write_text(f"KING:\nthe king{OOV[0]} shall{OOV[1]} speak\n",
+                                         encoding="utf-8")
+    monkeypatch.chdir(pipeline_ws)
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert re.fullmatch(message, one_line_error(err))
+
+
+def test_out_of_vocabulary_in_a_real_cli_process(pipeline_ws: Path) -> None:
+    (pipeline_ws / "oov.txt").write_text(f"the king{OOV}\n", encoding="utf-8")
+    charlab = Path(PY).parent / "charlab"
+    proc = subprocess.run([str(charlab), "score", "ngram2", "oov.txt"], cwd=pipeline_ws,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert re.fullmatch(r"error: oov\.txt: 2 character\(s\) not in the vocabulary of \d+: "
+                        r"'Ω', '☃'", one_line_error(proc.stderr))

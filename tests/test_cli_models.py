@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_text
+from helpers import ENCODED
 
 from charlab.cli import main as cli_main
 from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.models import load_model, ngram_file
 from charlab.ngram import NGramFileError, NGramLM
 
-ENCODED = ("data/encoded/vocab.json", "data/encoded/corpus.bin", "data/encoded/split.json")
 COMMANDS = [["score", "ngram3", "some.txt"], ["sample", "ngram3", "--length", "5"],
             ["ngram", "show", "the", "--order", "3"]]
 

@@ -1,20 +1,21 @@
-import hashlib
+"""Downloads: http(s), file and local paths, sha256, retries, and every network fault the
+local HTTP server (conftest.http_server) can script."""
+
+import re
+from pathlib import Path
 
 import pytest
+from conftest import make_text
+from helpers import edit_params, one_line_error, run_stage, sha, temp_leftovers
 
 from charlab.corpus import DownloadError, download
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def test_http_download_verified(http_dir, tmp_path, small_text):
-    root, base = http_dir
+def test_http_download_verified(http_server, tmp_path, small_text):
     data = small_text.encode()
-    (root / "input.txt").write_bytes(data)
+    url = http_server.put("input.txt", data)
     dest = tmp_path / "raw" / "corpus.txt"
-    assert download(f"{base}/input.txt", dest, sha256=sha(data)) == sha(data)
+    assert download(url, dest, sha256=sha(data)) == sha(data)
     assert dest.read_bytes() == data
 
 
@@ -27,21 +28,19 @@ def test_local_file_and_file_url(tmp_path, as_url):
     assert dest.read_bytes() == b"local text"
 
 
-def test_sha_mismatch_leaves_previous_output(http_dir, tmp_path):
-    root, base = http_dir
-    (root / "input.txt").write_bytes(b"new bytes")
+def test_sha_mismatch_leaves_previous_output(http_server, tmp_path):
+    url = http_server.put("input.txt", b"new bytes")
     dest = tmp_path / "corpus.txt"
     dest.write_bytes(b"previous good corpus")
     with pytest.raises(DownloadError, match="sha256 mismatch: expected 0000"):
-        download(f"{base}/input.txt", dest, sha256="0" * 64)
+        download(url, dest, sha256="0" * 64)
     assert dest.read_bytes() == b"previous good corpus"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_http_404_is_not_retried(http_dir, tmp_path):
-    _, base = http_dir
+def test_http_404_is_not_retried(http_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404"):
-        download(f"{base}/missing.txt", tmp_path / "c.txt", retries=5, backoff=10)
+        download(http_server.url("missing.txt"), tmp_path / "c.txt", retries=5, backoff=10)
     assert not (tmp_path / "c.txt").exists()
 
 
@@ -62,3 +61,86 @@ def test_scheme_rejected(tmp_path, url):
 def test_missing_local_file(tmp_path):
     with pytest.raises(DownloadError, match="no such file"):
         download(str(tmp_path / "absent.txt"), tmp_path / "c.txt")
+
+
+# --- download faults, served by the local HTTP server (conftest.http_server)
+
+GOOD = make_text(3000, seed=5).encode()
+
+
+@pytest.mark.parametrize("previous", [True, False], ids=["previous", "fresh"])
+@pytest.mark.parametrize("action,message,attempts", [
+    (("drop",), r": Remote end closed connection without response \(gave up after 2 attempts\)$",
+     2),
+    (("status", 503), r": HTTP 503 Service Unavailable \(gave up after 2 attempts\)$", 2),
+    (("stall",), r": timed out \(gave up after 2 attempts\)$", 2),
+    (("stall_body",), r": timed out \(gave up after 2 attempts\)$", 2),
+    (("truncate",), r": body truncated: got 1000 of 3000 bytes \(gave up after 2 attempts\)$", 2),
+    (("wrong",), r": sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64} \(set download", 1),
+    (("status", 403), r": HTTP 403 Forbidden$", 1),
+], ids=["drop", "http503", "stall", "stall-body", "truncated", "wrong-bytes", "http403"])
+def test_download_fault_leaves_no_corpus_and_the_previous_one_untouched(
+        http_server, tmp_path: Path, action: tuple, message: str, attempts: int,
+        previous: bool) -> None:
+    http_server.put("input.txt", GOOD)
+    http_server.script = [action]
+    dest = tmp_path / "raw" / "corpus.txt"
+    if previous:
+        dest.parent.mkdir()
+        dest.write_bytes(b"previous good corpus")
+    with pytest.raises(DownloadError, match=message):
+        download(http_server.url(), dest, sha256=sha(GOOD), timeout=0.3, retries=1,
+                 backoff=0.01)
+    assert http_server.requests == attempts
+    if previous:
+        assert dest.read_bytes() == b"previous good corpus"
+    else:
+        assert not dest.exists()
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_download_5xx_then_success_retries_with_backoff(http_server, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr("charlab.corpus.time.sleep", sleeps.append)
+    http_server.put("input.txt", GOOD)
+    http_server.script = [("status", 503), ("drop",), ("status", 502), ("ok",)]
+    dest = tmp_path / "corpus.txt"
+    dest.write_bytes(b"previous")
+    assert download(http_server.url(), dest, sha256=sha(GOOD), retries=3, backoff=0.5) == sha(GOOD)
+    assert dest.read_bytes() == GOOD
+    assert sleeps == [0.5, 1.0, 2.0]  # exponential backoff between the 4 attempts
+    assert http_server.requests == 4
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:9/input.txt", "file:///etc/passwd",
+                                    "gopher://127.0.0.1:9/x"])
+def test_download_refuses_a_redirect_to_another_scheme(http_server, tmp_path: Path,
+                                                       target: str) -> None:
+    http_server.script = [("redirect", target)]
+    with pytest.raises(DownloadError, match=r"(?i)redirect.*not allowed"):
+        download(http_server.url(), tmp_path / "c.txt", retries=2, backoff=0.01, timeout=2)
+    assert http_server.requests == 1  # refused, not retried
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["data:text/plain,hello", "gopher://x/", "sftp://h/x",
+                                 "jar:file:///x!/y"])
+def test_download_scheme_allow_list(tmp_path: Path, url: str) -> None:
+    with pytest.raises(DownloadError, match=r"^download\.url: scheme '\w+' is not allowed; "
+                                            r"use one of http, https, file"):
+        download(url, tmp_path / "c.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_stage_fault_is_one_line(pipeline_ws: Path, capsys, http_server) -> None:
+    http_server.script = [("status", 500)]
+    edit_params(pipeline_ws, {"download": {"url": http_server.url(), "retries": 0, "timeout": 2}})
+    before = (pipeline_ws / "data/raw/corpus.txt").read_bytes()
+    code, _, err = run_stage(pipeline_ws, "download", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: http://127\.0\.0\.1:\d+/input\.txt: HTTP 500 Internal Server "
+                        r"Error \(gave up after 1 attempt\)", one_line_error(err))
+    assert (pipeline_ws / "data/raw/corpus.txt").read_bytes() == before
+    assert temp_leftovers(pipeline_ws) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_text
+from conftest import REPO, TINY, make_text
 
 from charlab.distributed import (
     DistributedError,
@@ -30,9 +30,9 @@ PY = sys.executable
 # With dropout 0 the two runs compute the same sums in another order: measured differences
 # are ~1e-6 nats/char after 30 steps; this leaves room for other CPUs' float reductions.
 TOLERANCE = 1e-4
-TINY = {"cell": "rnn", "layers": 2, "hidden_size": 32, "batch_size": 8, "seq_length": 16,
-        "lr": 0.003, "max_steps": 30, "eval_every": 10, "warmup_steps": 0, "dropout": 0.0,
-        "device": "cpu", "threads": 1, "seed": 5}
+# conftest's TINY, larger: 8 streams to split between 2 ranks, 30 steps to compare
+DDP_TINY = dict(TINY, layers=2, hidden_size=32, batch_size=8, seq_length=16, lr=0.003,
+                max_steps=30, eval_every=10, seed=5)
 
 
 # --- the world from torchrun's environment -------------------------------------------------
@@ -112,7 +112,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gpt"])
 def test_two_processes_match_one_with_the_same_global_batch(encoded: Path, tmp_path: Path,
                                                             cell: str) -> None:
-    base = dict(TINY, cell=cell)
+    base = dict(DDP_TINY, cell=cell)
     if cell == "gpt":  # a GPT has heads and reads windows of context, not seq_length
         base = {k: v for k, v in base.items() if k != "seq_length"} | {"heads": 2, "context": 16}
     entries = {"one": base, "two": dict(base, nproc=2)}
@@ -139,7 +139,7 @@ def test_two_processes_match_one_with_the_same_global_batch(encoded: Path, tmp_p
 def test_sigterm_then_rerun_resumes_bit_for_bit(encoded: Path, tmp_path: Path) -> None:
     # dropout on: each rank's random state must come back too. No periodic resume state
     # (checkpoint_every past the end): the one on disk is the one the signal made.
-    entry = dict(TINY, nproc=2, dropout=0.1, max_steps=200, eval_every=20,
+    entry = dict(DDP_TINY, nproc=2, dropout=0.1, max_steps=200, eval_every=20,
                  checkpoint_every=1000)
     entries = {"cut": entry, "whole": entry}
     run_ok(stage(encoded, "whole", entries, tmp_path))
@@ -181,7 +181,7 @@ def test_sigterm_then_rerun_resumes_bit_for_bit(encoded: Path, tmp_path: Path) -
 ])
 def test_bad_settings_fail_before_torchrun_starts(encoded: Path, tmp_path: Path, entry: dict,
                                                  message: str) -> None:
-    proc = subprocess.run(stage(encoded, "m", {"m": dict(TINY, **entry)}, tmp_path),
+    proc = subprocess.run(stage(encoded, "m", {"m": dict(DDP_TINY, **entry)}, tmp_path),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("error: ") == 1  # once, from the stage, not once per rank
@@ -191,12 +191,12 @@ def test_bad_settings_fail_before_torchrun_starts(encoded: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_dvc_repro_trains_under_torchrun(tmp_path: Path, http_dir) -> None:
+def test_dvc_repro_trains_under_torchrun(tmp_path: Path, http_server) -> None:
     from test_pipeline import make_repo, run, stages_run
 
     def ddp(p):
         p["train"] = {"rnn3": dict(p["train"]["rnn3"], nproc=2)}
-    repo = make_repo(tmp_path, http_dir, make_text(30_000, seed=1), ddp)
+    repo = make_repo(tmp_path, http_server, make_text(30_000, seed=1), ddp)
     out = run(["dvc", "repro", "train@rnn3"], repo)
     assert stages_run(out) == {"validate", "download", "encode", "train@rnn3"}
     assert "2 processes (DDP, 2 streams each)" in out

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_text
+from helpers import edit_params, one_line_error, run_stage, snapshot
 
 from charlab.encoding import (
     Corpus,
@@ -278,3 +280,45 @@ def test_a_corpus_that_is_only_a_bom_is_empty(tmp_path):
 def test_strip_bom_only_strips_one_leading_mark():
     assert strip_bom("\ufeff\ufeffab\ufeff") == "\ufeffab\ufeff"
     assert strip_bom("ab") == "ab" and strip_bom("") == ""
+
+
+# --- a bad corpus in the encode stage: one clear line, the previous outputs kept
+
+@pytest.mark.parametrize("data,message", [
+    ("héllo wörld, ".encode() + b"\xff\xfe tail",
+     r"data/raw/corpus\.txt is not valid UTF-8: byte offset 15 \(0xff\): invalid start byte$"),
+    ("abc€".encode()[:-1],
+     r"byte offset 3 \(0xe282\): unexpected end of data$"),
+    ("hello".encode("utf-16"), r"byte offset 0 \(0xff\): invalid start byte$"),
+    ("café au lait".encode("latin-1"), r"byte offset 3 \(0xe9\): invalid continuation byte$"),
+    (b"", r"data/raw/corpus\.txt is empty$"),
+    (b"a" * 5000, r"holds a single distinct character \('a', 5000 times\): there is nothing "
+                  r"for a language model to predict"),
+    (b"\n" * 300, r"holds a single distinct character \('\\n', 300 times\)"),
+    (b"abcdefghij" * 2, r"corpus of 20 characters leaves the val split only 1 character\(s\)"),
+], ids=["bad-utf8", "cut-utf8", "utf16", "latin1", "empty", "one-char", "only-newlines",
+        "too-short-for-splits"])
+def test_bad_corpus_is_one_clear_line_and_keeps_previous_outputs(pipeline_ws: Path, capsys,
+                                                                 data: bytes,
+                                                                 message: str) -> None:
+    (pipeline_ws / "data/raw/corpus.txt").write_bytes(data)
+    before = snapshot(pipeline_ws)
+    code, _, err = run_stage(pipeline_ws, "encode", capsys)
+    assert code == 2
+    assert re.search(message, one_line_error(err))
+    assert snapshot(pipeline_ws) == before
+
+
+def test_corpus_shorter_than_one_batch(pipeline_ws: Path, capsys) -> None:
+    # 400 characters encode and fit the n-grams, but hold no batch of the lecture's size
+    (pipeline_ws / "data/raw/corpus.txt").write_text(make_text(400, seed=9), encoding="utf-8")
+    assert run_stage(pipeline_ws, "encode", capsys)[0] == 0
+    assert run_stage(pipeline_ws, "ngram", capsys)[0] == 0
+    edit_params(pipeline_ws, {"train": {"rnn": {"batch_size": 64, "seq_length": 100}}})
+    (pipeline_ws / "models/rnn.pt").unlink()
+    code, _, err = run_stage(pipeline_ws, "train", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: train\.rnn\.batch_size: 64 streams of seq_length \+ 1 = 101 "
+                        r"characters need 6464, the train split has 360; use batch_size <= 3 "
+                        r"or a shorter train\.rnn\.seq_length", one_line_error(err))
+    assert not (pipeline_ws / "models/rnn.pt").exists()

@@ -162,18 +162,19 @@ def test_a_missing_or_foreign_init_file_is_one_line(corpora, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_the_finetune_stage_depends_on_its_init_checkpoint(tmp_path, http_dir) -> None:
+def test_the_finetune_stage_depends_on_its_init_checkpoint(tmp_path, http_server) -> None:
     """DVC: finetune@<name> runs after the entry it names, and replacing an imported init
     checkpoint (here `dvc add`ed, as `dvc import` would track it) reruns the fine-tune."""
-    from test_pipeline import TINY, edit_params, make_repo, run, stages_run
+    from test_pipeline import TINY_SIZES, edit_params, make_repo, run, stages_run
 
     def tweak(p):
-        p["finetune"] = {"ft": {**TINY, "init_from": "rnn"},
-                         "ft2": {**TINY, "init_from": "base"}}
-    repo = make_repo(tmp_path, http_dir, make_text(20_000, seed=1), tweak)
+        p["finetune"] = {"ft": {**TINY_SIZES, "init_from": "rnn"},
+                         "ft2": {**TINY_SIZES, "init_from": "base"}}
+    repo = make_repo(tmp_path, http_server, make_text(20_000, seed=1), tweak)
     edit_params(repo, lambda p: p["train"].pop("rnn3"))
     out = run(["dvc", "repro", "finetune@ft"], repo)
-    assert stages_run(out) == {"download", "encode", "train@rnn", "finetune@ft"}
+    assert stages_run(out) == {"validate", "download", "encode", "train@rnn",
+                               "finetune@ft"}
     _, _, info = load_checkpoint(repo / "models/ft.pt")
     assert info["init"]["from"] == "models/rnn.pt"
     (repo / "models/base.pt").write_bytes((repo / "models/rnn.pt").read_bytes())

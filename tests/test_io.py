@@ -1,15 +1,40 @@
-"""Atomic writes: what a failed write leaves, and that its message says so truthfully."""
+"""Atomic writes: what a failed write leaves, and that its message says so truthfully; a
+full disk and a kernel file size limit in every stage that writes."""
 
 from __future__ import annotations
 
+import builtins
 import errno
+import io
 import os
 import re
+import resource
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from conftest import make_text, tiny_params
+from helpers import (
+    ENCODED,
+    PY,
+    REPO,
+    edit_params,
+    one_line_error,
+    run_stage,
+    snapshot,
+    stage_argv,
+    temp_leftovers,
+)
 
+from charlab.corpus import download
+from charlab.encoding import Corpus, encode_corpus
+from charlab.evaluate import evaluate, write_metrics
 from charlab.io import OutputError, atomic_path, atomic_paths
+from charlab.ngram import NGramLM
+from charlab.train import train
 
 FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 DVC_NOTE = (r"dvc repro deletes a stage's outputs before running it; `dvc checkout <path>` "
@@ -57,3 +82,172 @@ def test_disk_full_message_says_what_is_really_left(tmp_path: Path, previous: li
     # no temporary file is left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p, there in zip(targets, previous, strict=True) if there)
+
+
+# --- disk full and file size limits: the previous outputs stay whole
+
+class _FillingFile:
+    """A file that takes ``budget['left']`` more bytes, then fails with ENOSPC mid-write."""
+
+    def __init__(self, f: Any, budget: dict[str, int]) -> None:
+        self._f, self._budget = f, budget
+
+    def write(self, data: Any) -> int:
+        if not isinstance(data, str):
+            data = memoryview(data).cast("B")
+        left = self._budget["left"]
+        if len(data) > left:
+            self._f.write(data[:left])
+            self._budget["left"] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._budget["left"] -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._f)
+
+    def __enter__(self) -> _FillingFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._f.close()
+
+
+@pytest.fixture
+def disk_full(monkeypatch) -> Callable[[int], None]:
+    """``disk_full(n)``: from now on, temp outputs (``.<name>.*.tmp``) get ``n`` more bytes in
+    all before a write fails with ENOSPC; ``torch.save`` writes half a file, then fails."""
+    real_open = builtins.open
+    real_save = torch.save
+    budget = {"left": 0}
+
+    def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = real_open(file, mode, *args, **kwargs)
+        is_path = isinstance(file, (str, os.PathLike))
+        if is_path and set(mode) & set("wax") and re.fullmatch(r"\..+\.tmp",
+                                                                os.path.basename(file)):
+            return _FillingFile(f, budget)
+        return f
+
+    def fake_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(f, (str, os.PathLike)):  # an open (filling) file: it fails alone
+            real_save(obj, f, *args, **kwargs)
+            return
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        with real_open(f, "wb") as fh:
+            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fill(n: int) -> None:
+        budget["left"] = n
+        monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(io, "open", fake_open)
+        monkeypatch.setattr(torch, "save", fake_save)
+
+    return fill
+
+
+NO_SPACE = (r"cannot write: No space left on device \((not replaced; the previous file is "
+            r"unchanged|none replaced; the previous files are unchanged)\)$")
+
+
+@pytest.mark.parametrize("budget", [100, 6050], ids=["in-tokens", "in-manifest"])
+def test_disk_full_while_encoding(pipeline_ws: Path, disk_full, monkeypatch, budget: int) -> None:
+    # 100 bytes: the token file fails; 6050: the tokens fit, the vocab or manifest does not
+    (pipeline_ws / "data/raw/corpus.txt").write_text(make_text(6000, seed=11), encoding="utf-8")
+    before = snapshot(pipeline_ws)
+    monkeypatch.chdir(pipeline_ws)
+    disk_full(budget)
+    with pytest.raises(OutputError, match=r"^data/encoded/corpus\.bin, data/encoded/vocab\.json, "
+                                          r"data/encoded/split\.json: " + NO_SPACE):
+        encode_corpus("data/raw/corpus.txt", *ENCODED, val_fraction=0.05, test_fraction=0.05)
+    assert snapshot(pipeline_ws) == before  # all three outputs are the previous ones, no temp files
+
+
+def test_disk_full_in_the_encode_stage_is_one_line(pipeline_ws: Path, capsys, disk_full) -> None:
+    (pipeline_ws / "data/raw/corpus.txt").write_text(make_text(6000, seed=11), encoding="utf-8")
+    before = snapshot(pipeline_ws)
+    disk_full(100)
+    code, _, err = run_stage(pipeline_ws, "encode", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: data/encoded/corpus\.bin, data/encoded/vocab\.json, "
+                        r"data/encoded/split\.json: " + NO_SPACE, one_line_error(err))
+    assert snapshot(pipeline_ws) == before
+
+
+@pytest.mark.parametrize("what,budget", [("download", 1000), ("ngram", 1000),
+                                         ("metrics", 300), ("checkpoint", 0)])
+def test_disk_full_leaves_the_previous_output(pipeline_ws: Path, disk_full, http_server,
+                                              monkeypatch, what: str, budget: int) -> None:
+    before = snapshot(pipeline_ws)
+    corpus = Corpus.load(*(pipeline_ws / p for p in ENCODED))
+    monkeypatch.chdir(pipeline_ws)
+    http_server.put("input.txt", make_text(3000, seed=5).encode())
+    disk_full(budget)  # metrics: the csv fits, the json does not
+    with pytest.raises(OutputError, match=NO_SPACE):
+        if what == "download":
+            download(http_server.url(), "data/raw/corpus.txt", retries=3, backoff=0.01)
+        elif what == "ngram":
+            NGramLM.fit(corpus.split("train"), corpus.vocab.size, 4).save(
+                "models/ngram/ngram2.npz", corpus.vocab)
+        elif what == "metrics":
+            models = {"ngram2": NGramLM.load("models/ngram/ngram2.npz", corpus.vocab)}
+            write_metrics(evaluate(models, corpus), "metrics/metrics.csv",
+                          "metrics/metrics.json", "metrics/test_bpc.csv")
+        else:
+            train(tiny_params(seed=99), corpus, checkpoint_path="models/rnn.pt",
+                  curve_path="metrics/train/rnn.csv", name="rnn", progress=False)
+    if what == "download":
+        assert http_server.requests == 1  # a full disk is not a network fault: no retry
+    if what == "checkpoint":  # a fresh run drops the old resume state; the rest stays
+        before.pop("models/rnn.pt.state")
+    assert snapshot(pipeline_ws) == before
+
+
+def test_disk_full_in_the_sample_stage(pipeline_ws: Path, capsys, disk_full) -> None:
+    edit_params(pipeline_ws, {"sample": {"seed": 5, "length": 2000}})
+    before = snapshot(pipeline_ws)
+    disk_full(3000)  # the first sample file fits, the second does not
+    code, _, err = run_stage(pipeline_ws, "sample", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: samples/ngram2\.txt, samples/rnn\.txt: " + NO_SPACE,
+                        one_line_error(err))
+    assert snapshot(pipeline_ws) == before  # neither sample replaced
+
+
+def _limit_file_size(nbytes: int) -> Callable[[], None]:
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.RLIM_INFINITY))
+    return preexec
+
+
+def test_file_size_limit_in_a_real_encode_process(pipeline_ws: Path) -> None:
+    """The kernel refuses a write mid-file (RLIMIT_FSIZE: EFBIG), no monkeypatching."""
+    (pipeline_ws / "data/raw/corpus.txt").write_text(make_text(20_000, seed=12), encoding="utf-8")
+    before = snapshot(pipeline_ws)
+    script, *args = stage_argv("encode")
+    proc = subprocess.run([PY, str(REPO / script), *args], cwd=pipeline_ws, capture_output=True,
+                          text=True, timeout=60, preexec_fn=_limit_file_size(8192))
+    assert proc.returncode == 2
+    assert re.fullmatch(r"error: data/encoded/corpus\.bin, data/encoded/vocab\.json, "
+                        r"data/encoded/split\.json: cannot write: File too large \(none "
+                        r"replaced; the previous files are unchanged\)",
+                        one_line_error(proc.stderr))
+    assert snapshot(pipeline_ws) == before
+
+
+def test_file_size_limit_in_a_real_train_process(pipeline_ws: Path) -> None:
+    edit_params(pipeline_ws, {"train": {"rnn": {"seed": 7}}})
+    before = (pipeline_ws / "models/rnn.pt").read_bytes()
+    script, *args = stage_argv("train")
+    proc = subprocess.run([PY, str(REPO / script), *args], cwd=pipeline_ws, capture_output=True,
+                          text=True, timeout=120, preexec_fn=_limit_file_size(1024))
+    assert proc.returncode == 2, proc.stderr
+    assert re.fullmatch(r"error: models/rnn\.pt: cannot write: File too large \(not "
+                        r"replaced; .*\)", one_line_error(proc.stderr))
+    assert (pipeline_ws / "models/rnn.pt").read_bytes() == before
+    assert temp_leftovers(pipeline_ws) == []

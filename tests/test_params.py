@@ -1,12 +1,16 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from conftest import tiny_params
+from helpers import one_line_error, run_stage, snapshot
 
 from charlab import params
 from charlab.params import (
@@ -15,6 +19,7 @@ from charlab.params import (
     ParamsError,
     SampleParams,
     TrainParams,
+    check_train_split,
     parse,
     train_models,
 )
@@ -394,3 +399,88 @@ def test_validate_stage_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "error: ngram.add_k: must be a finite number, got inf\n"
     assert not (tmp_path / "data").exists()
+
+
+# --- params.yaml and its sections: validated before any work, one line naming the key path
+
+@pytest.mark.parametrize("text,message", [
+    (b"x: !!python/object/apply:os.system ['touch pwned']\n",
+     r"^error: params\.yaml: not valid YAML: could not determine a constructor for the tag "
+     r"'tag:yaml\.org,2002:python/object/apply:os\.system' in \"params\.yaml\", line 1, "
+     r"column 4$"),
+    (b"train:\n  rnn: [1, 2\n", r"^error: params\.yaml: not valid YAML: while parsing a flow "
+                               r"sequence in \"params\.yaml\", line 2, column 8 .*line 3"),
+    (b"sample:\n  prime: \"\xff\"\n", r"^error: params\.yaml: not valid YAML: 'utf-8' codec "
+                                    r"can't decode byte 0xff"),
+], ids=["python-tag", "syntax", "not-utf8"])
+def test_bad_yaml_is_one_line(pipeline_ws: Path, capsys, text: bytes, message: str) -> None:
+    (pipeline_ws / "params.yaml").write_bytes(text)
+    before = snapshot(pipeline_ws)
+    code, _, err = run_stage(pipeline_ws, "sample", capsys)
+    assert code == 2
+    assert re.search(message, one_line_error(err))
+    assert snapshot(pipeline_ws) == before
+    assert not (pipeline_ws / "pwned").exists()
+
+
+@pytest.mark.parametrize("name,raw,message", [
+    ("download", {"url": 5}, r"^download\.url: must be a string, got 5$"),
+    ("download", {"url": "x", "timeout": 0}, r"^download\.timeout: must be > 0, got 0\.0$"),
+    ("download", {"url": "x", "retries": -1}, r"^download\.retries: must be >= 0, got -1$"),
+    ("download", {"url": "x", "sha": "0"},
+     r"^download\.sha: unknown key; allowed keys: url, sha256, timeout, retries$"),
+    ("encode", {"test_fraction": 1.5}, r"^encode\.test_fraction: must be in \[0, 1\), got 1\.5$"),
+    ("encode", {"val_fraction": 0.6, "test_fraction": 0.45},
+     r"^encode\.val_fraction \+ encode\.test_fraction: must sum to < 1 .*got 0\.6 \+ 0\.45$"),
+    ("ngram", {"discount": 1.0}, r"^ngram\.discount: must be in \[0\.001, 1\) or null, got "
+                                 r"1\.0$"),
+    ("sample", {"temperature": -1}, r"^sample\.temperature: must be >= 0, got -1\.0$"),
+    ("sample", {"prime": 5}, r"^sample\.prime: must be a string, got 5$"),
+    ("evaluate", {"device": "gpu"},
+     r"^evaluate\.device: must be one of 'auto', 'cpu', 'cuda', 'mps', got 'gpu'$"),
+    ("evaluate", 5, r"^evaluate: must be a mapping of keys to values, got 5$"),
+], ids=["download.url-type", "download.timeout", "download.retries", "download-unknown-key",
+        "encode.test_fraction", "encode-sum-over-1", "ngram.discount", "sample.temperature",
+        "sample.prime-type", "evaluate.device", "evaluate-not-a-mapping"])
+def test_params_section_errors_name_the_key(name: str, raw: Any, message: str) -> None:
+    cls = {"download": params.DownloadParams, "encode": params.EncodeParams,
+           "ngram": params.NgramParams, "sample": params.SampleParams,
+           "evaluate": params.EvaluateParams}[name]
+    with pytest.raises(ParamsError, match=message):
+        params.section({name: raw}, name, cls)
+
+
+def test_params_missing_section() -> None:
+    with pytest.raises(ParamsError, match=r"^encode: section missing from params$"):
+        params.section({"ecnode": {}}, "encode", params.EncodeParams)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("layers", 0, r"^train\.m\.layers: must be > 0, got 0$"),
+    ("seq_length", 0, r"^train\.m\.seq_length: must be > 0, got 0$"),
+    ("batch_size", 1.0, r"^train\.m\.batch_size: must be an integer, got 1\.0$"),
+    ("max_steps", -3, r"^train\.m\.max_steps: must be > 0, got -3$"),
+    ("grad_clip", -1, r"^train\.m\.grad_clip: must be >= 0, got -1\.0$"),
+    ("seed", "x", r"^train\.m\.seed: must be an integer, got 'x'$"),
+    ("lr_schedule", "step", r"^train\.m\.lr_schedule: must be one of 'constant', 'cosine'"),
+    ("checkpoint_every", -1, r"^train\.m\.checkpoint_every: must be >= 0, got -1$"),
+], ids=["layers", "seq_length", "batch_size", "max_steps", "grad_clip", "seed", "lr_schedule",
+        "checkpoint_every"])
+def test_train_entry_range_errors(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        tiny_params(**{key: value})
+
+
+@pytest.mark.parametrize("seq_length,batch_size,n_train,message", [
+    (100, 1, 50, r"^train\.m\.seq_length: 100 is too long for the train split of 50 "
+                 r"characters \(each step reads seq_length \+ 1 = 101\); use at most 49"),
+    (100, 1, 100, r"^train\.m\.seq_length: 100 is too long"),
+    (10, 64, 500, r"^train\.m\.batch_size: 64 streams of seq_length \+ 1 = 11 characters "
+                  r"need 704, the train split has 500; use batch_size <= 45"),
+], ids=["seq-over-split", "seq-equals-split", "batch-over-split"])
+def test_seq_length_or_batch_longer_than_the_split(seq_length: int, batch_size: int,
+                                                   n_train: int, message: str) -> None:
+    cfg = tiny_params(seq_length=seq_length, batch_size=batch_size)
+    with pytest.raises(ParamsError, match=message):
+        check_train_split(cfg, "m", n_train)
+    check_train_split(cfg, "m", batch_size * (seq_length + 1))  # exactly enough: fine

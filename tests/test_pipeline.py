@@ -1,5 +1,6 @@
 """End to end: a temporary git + DVC repo, a corpus served over HTTP on 127.0.0.1,
-`dvc repro` with tiny models, then a param edit that must rerun only what it touches."""
+`dvc repro` with tiny models, then a param edit that must rerun only what it touches; two
+`dvc repro` at once."""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, make_text
+from conftest import REPO, HTTPServer, make_text
+from helpers import PY, wait_for
 
 from charlab.encoding import Vocab
 
 pytestmark = pytest.mark.slow
 
-TINY = {"hidden_size": 16, "batch_size": 4, "seq_length": 16, "max_steps": 6, "eval_every": 4,
+# not a train entry: sizes laid over each entry of the real params.yaml (its cells stay)
+TINY_SIZES = {"hidden_size": 16, "batch_size": 4, "seq_length": 16, "max_steps": 6, "eval_every": 4,
         "threads": 1, "device": "cpu"}
 
 
@@ -49,11 +52,10 @@ def edit_params(repo: Path, fn) -> None:
     path.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-def make_repo(tmp_path: Path, http_dir: tuple[Path, str], text: str, tweak=None) -> Path:
+def make_repo(tmp_path: Path, http_server: HTTPServer, text: str, tweak=None) -> Path:
     """A git + DVC repo holding the project's pipeline, its corpus served over HTTP."""
-    root, base = http_dir
     data = text.encode()
-    (root / "input.txt").write_bytes(data)
+    url = http_server.put("input.txt", data)
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -69,10 +71,10 @@ def make_repo(tmp_path: Path, http_dir: tuple[Path, str], text: str, tweak=None)
         shutil.copy(REPO / name, repo / name)
 
     def tiny(p):
-        p["download"].update(url=f"{base}/input.txt", sha256=hashlib.sha256(data).hexdigest())
+        p["download"].update(url=url, sha256=hashlib.sha256(data).hexdigest())
         p["ngram"]["orders"] = [2, 3]
         for entry in p["train"].values():
-            entry.update(TINY)
+            entry.update(TINY_SIZES)
         p["sample"]["length"] = 40
         p["evaluate"]["device"] = "cpu"
         if tweak:
@@ -82,8 +84,8 @@ def make_repo(tmp_path: Path, http_dir: tuple[Path, str], text: str, tweak=None)
 
 
 @pytest.fixture
-def pipeline_repo(tmp_path: Path, http_dir) -> Path:
-    return make_repo(tmp_path, http_dir, make_text(30_000, seed=1))
+def pipeline_repo(tmp_path: Path, http_server) -> Path:
+    return make_repo(tmp_path, http_server, make_text(30_000, seed=1))
 
 
 def test_pipeline_end_to_end(pipeline_repo: Path):
@@ -205,11 +207,11 @@ def _wide(n: int) -> str:
     (_wide(300), 2),                       # vocabulary wider than uint8
     ("ab" * 1500 + "aab" * 500, 1),        # a two-character vocabulary
 ], ids=["wide-vocab", "two-chars"])
-def test_pipeline_other_corpora(tmp_path, http_dir, text, dtype_bytes):
+def test_pipeline_other_corpora(tmp_path, http_server, text, dtype_bytes):
     def one_model(p):
         p["train"] = {"rnn": p["train"]["rnn"]}
         p["sample"]["prime"] = text[:3]
-    repo = make_repo(tmp_path, http_dir, text, one_model)
+    repo = make_repo(tmp_path, http_server, text, one_model)
     run(["dvc", "repro"], repo)
     assert (repo / "data/encoded/corpus.bin").stat().st_size == len(text) * dtype_bytes
     vocab = Vocab.load(repo / "data/encoded/vocab.json")
@@ -221,10 +223,10 @@ def test_pipeline_other_corpora(tmp_path, http_dir, text, dtype_bytes):
     assert set(sample) <= set(text)
 
 
-def test_remote_push_clone_pull(tmp_path, http_dir):
+def test_remote_push_clone_pull(tmp_path, http_server):
     """The committed default remote (a sibling folder of the repo) shares the cache and the
     run-cache: a fresh clone pulls and finds nothing to run."""
-    repo = make_repo(tmp_path, http_dir, make_text(8_000, seed=2),
+    repo = make_repo(tmp_path, http_server, make_text(8_000, seed=2),
                      lambda p: p.update(train={"rnn": p["train"]["rnn"]}))
     shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
     run(["dvc", "repro"], repo)
@@ -288,10 +290,10 @@ BAD_PARAMS = [
 ]
 
 
-def test_a_params_error_stops_repro_before_any_output_is_deleted(tmp_path, http_dir):
+def test_a_params_error_stops_repro_before_any_output_is_deleted(tmp_path, http_server):
     """Issue 12: every params section is checked by the first stage, so a bad value costs no
     output (DVC deletes a stage's outputs before it runs its command)."""
-    repo = make_repo(tmp_path, http_dir, make_text(8_000, seed=4),
+    repo = make_repo(tmp_path, http_server, make_text(8_000, seed=4),
                      lambda p: p["ngram"].update(orders=[2]))
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -318,11 +320,11 @@ def test_a_params_error_stops_repro_before_any_output_is_deleted(tmp_path, http_
     assert "up to date" in run(["dvc", "status"], repo)
 
 
-def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_dir):
+def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
     """Issue 12: the set of models (data/models.json) is a dependency of sample, evaluate,
     analyze and report, so removing a train: entry reruns them; adding one reruns only them
     and its own training."""
-    repo = make_repo(tmp_path, http_dir, make_text(8_000, seed=5),
+    repo = make_repo(tmp_path, http_server, make_text(8_000, seed=5),
                      lambda p: p["ngram"].update(orders=[2]))
     run(["dvc", "repro"], repo)
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
@@ -343,9 +345,60 @@ def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_dir):
     assert "up to date" in run(["dvc", "status"], repo)
 
     # a new model: its training and the listings, never the other models' stages
-    gru = {**TINY, "cell": "gru", "max_steps": 2, "eval_every": 2}
+    gru = {**TINY_SIZES, "cell": "gru", "max_steps": 2, "eval_every": 2}
     edit_params(repo, lambda p: p["train"].update(gru1=gru))
     assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "train@gru1", "sample",
                                                        "evaluate", "analyze", "report"}
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
         "ngram2", "rnn", "gru1"}
+
+
+# --- two `dvc repro` at once
+
+SLOW_STAGE = """\
+import pathlib, time
+pathlib.Path("started").touch()
+end = time.monotonic() + 60
+while not pathlib.Path("release").exists() and time.monotonic() < end:
+    time.sleep(0.05)
+pathlib.Path("out.txt").write_text("done\\n")
+"""
+
+
+def test_two_dvc_repro_at_once(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = dict(os.environ, DVC_NO_ANALYTICS="1",
+               PATH=f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}")
+
+    def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert not check or proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    dvc("init", "-q")
+    dvc("config", "core.analytics", "false")
+    (repo / "stage.py").write_text(SLOW_STAGE)
+    (repo / "dvc.yaml").write_text("stages:\n  slow:\n    cmd: python stage.py\n"
+                                   "    deps: [stage.py]\n    outs: [out.txt]\n")
+    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(repo / "started", first)
+        second = dvc("repro", check=False)
+    finally:
+        (repo / "release").touch()
+        first_out, _ = first.communicate(timeout=120)
+    assert second.returncode != 0
+    assert re.search(r"is busy, it is being blocked by|Unable to acquire lock",
+                     second.stdout + second.stderr), second.stdout + second.stderr
+    assert first.returncode == 0, first_out
+    assert (repo / "out.txt").read_text() == "done\n"
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (out,) = lock["stages"]["slow"]["outs"]
+    assert out["md5"] == hashlib.md5(b"done\n").hexdigest()
+    assert "up to date" in dvc("status").stdout
+    again = dvc("repro")  # no stale lock left behind
+    assert "up to date" in again.stdout + again.stderr

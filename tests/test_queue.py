@@ -79,7 +79,7 @@ def wait_no_procs(repo: Path, timeout: float) -> dict[int, str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
-def test_queue_grid_two_workers(tmp_path, http_dir):
+def test_queue_grid_two_workers(tmp_path, http_server):
     if len(os.sched_getaffinity(0)) < 2:  # and 1 thread would be every core's default too
         pytest.skip("two workers need two cores")
     def rnn3_only(p):
@@ -87,7 +87,7 @@ def test_queue_grid_two_workers(tmp_path, http_dir):
         # threads 0: the stage takes OMP_NUM_THREADS from its environment (else every core),
         # so the thread count in the log shows what reached it
         p["train"]["rnn3"].update(threads=0, warmup_steps=0)
-    repo = make_repo(tmp_path, http_dir, make_text(30_000, seed=1), rnn3_only).resolve()
+    repo = make_repo(tmp_path, http_server, make_text(30_000, seed=1), rnn3_only).resolve()
     # the queue runs each experiment in a clone of HEAD: commit everything it needs, and a
     # baseline's dvc.lock so the clones take download/encode/ngram from the cache
     run(["dvc", "repro"], repo)

@@ -3,9 +3,14 @@ hardware offers, so the CUDA decisions are tested on a machine without a GPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import tiny_params
+from helpers import ENCODED
 
+from charlab.encoding import Corpus
 from charlab.runtime import (
     BF16,
     FP32,
@@ -16,8 +21,10 @@ from charlab.runtime import (
     float32_gemms,
     hardware,
     plan_precision,
+    resolve_device,
     resolve_precision,
 )
+from charlab.train import train
 
 H100 = Hardware("cuda", bf16=True, tf32=True, name="NVIDIA H100 80GB HBM3")
 V100 = Hardware("cuda", bf16=False, tf32=False, name="Tesla V100-SXM2-16GB")
@@ -91,3 +98,24 @@ def test_dtype_trace_reads_the_tensors() -> None:
     assert mms and mms[0].inputs == (torch.bfloat16, torch.bfloat16)
     assert mms[0].outputs == (torch.bfloat16,) and mms[0].shapes == ((4, 2),)
     assert a.grad.dtype == torch.float32
+
+
+# --- no GPU: `cuda` is an error, `auto` falls back
+
+def test_cuda_without_gpu_is_an_error_and_auto_falls_back(pipeline_built: Path, tmp_path: Path,
+                                                          no_gpu) -> None:
+    with pytest.raises(DeviceError, match=r"^device 'cuda' requested but CUDA is not available "
+                                          r"on this machine \(no GPU, or a CPU-only torch "
+                                          r"build\); use device: auto or cpu$"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceError, match="Apple MPS is not available"):
+        resolve_device("mps")
+    assert resolve_device("auto") == torch.device("cpu")
+    corpus = Corpus.load(*(pipeline_built / p for p in ENCODED))
+    res = train(tiny_params(device="auto", max_steps=2), corpus, checkpoint_path=tmp_path / "m.pt",
+                curve_path=tmp_path / "m.csv", name="m", progress=False)
+    assert res.device == "cpu"
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        train(tiny_params(device="cuda"), corpus, checkpoint_path=tmp_path / "c.pt",
+              curve_path=tmp_path / "c.csv", name="c", progress=False)
+    assert not (tmp_path / "c.pt").exists() and not (tmp_path / "c.csv").exists()

@@ -7,12 +7,16 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_params
+from helpers import ENCODED, edit_params, one_line_error, run_stage, temp_leftovers
 
 from charlab.batches import (
     StreamBatches,
@@ -23,7 +27,7 @@ from charlab.checkpoint import (
     load_checkpoint,
 )
 from charlab.encoding import Corpus, Vocab, encode_corpus
-from charlab.params import ParamsError, TrainParams, parse
+from charlab.params import ParamsError, TrainParams
 from charlab.resume import load_resume_state, restore_hidden
 from charlab.runtime import (
     DeviceError,
@@ -56,10 +60,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 
 def cfg(**kw) -> TrainParams:
-    base = dict(layers=1, hidden_size=32, batch_size=8, seq_length=16, lr=0.01, max_steps=20,
-                eval_every=10, device="cpu", threads=1, dropout=0.0, warmup_steps=2)
-    base.update(kw)
-    return parse(TrainParams, base, "train.test")
+    """conftest's TINY, wider and longer (enough steps to learn), with the default seed."""
+    base = dict(hidden_size=32, batch_size=8, seq_length=16, max_steps=20, eval_every=10,
+                warmup_steps=2, seed=TrainParams.seed)
+    return tiny_params("train.test", **{**base, **kw})
 
 
 def run(c: TrainParams, corpus: Corpus, d: Path, name: str = "m", **kw):
@@ -439,3 +443,53 @@ def test_run_info_and_log_name_the_device_and_each_parts_precision(corpus: Corpu
     assert "precision bf16 (recurrence bf16, head bf16), 1 threads" in out
     _, _, ckpt_info = load_checkpoint(tmp_path / "m.pt")
     assert ckpt_info["precision_parts"]["head"] == "bf16" and ckpt_info["device_name"]
+
+
+# --- a short split and divergence, in the library and in the train stage
+
+def test_train_library_names_the_key_path_for_a_short_split(pipeline_built: Path,
+                                                            tmp_path: Path) -> None:
+    corpus = Corpus.load(*(pipeline_built / p for p in ENCODED))
+    with pytest.raises(TrainingError, match=r"^train\.m\.batch_size: "):
+        train(tiny_params(batch_size=4096), corpus, checkpoint_path=tmp_path / "m.pt",
+              curve_path=tmp_path / "m.csv", name="m", progress=False)
+
+
+def poison_at(step: int, value: float) -> Callable[[int, torch.nn.Module], None]:
+    def hook(k: int, model: torch.nn.Module) -> None:
+        if k == step:
+            with torch.no_grad():
+                model.head.bias[0] = value
+    return hook
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_divergence_before_any_checkpoint(pipeline_built: Path, tmp_path: Path,
+                                          value: float) -> None:
+    corpus = Corpus.load(*(pipeline_built / p for p in ENCODED))
+    with pytest.raises(TrainingDiverged, match=r"^train\.m: non-finite training loss nan, "
+                                               r"gradient norm nan at step 4; no checkpoint "
+                                               r"was written yet"):
+        train(tiny_params(max_steps=10, eval_every=5), corpus, checkpoint_path=tmp_path / "m.pt",
+              curve_path=tmp_path / "m.csv", name="m", progress=False,
+              on_step=poison_at(3, value))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-made
+
+
+def test_divergence_in_the_stage_names_the_step_and_keeps_the_checkpoint(
+        pipeline_ws: Path, capsys, monkeypatch) -> None:
+    import charlab.launch
+
+    real = charlab.launch.train  # what the train stage calls
+    monkeypatch.setattr(charlab.launch, "train",
+                        lambda *a, **kw: real(*a, on_step=poison_at(5, float("nan")), **kw))
+    edit_params(pipeline_ws, {"train": {"rnn": {"max_steps": 8, "eval_every": 2, "seed": 2}}})
+    code, _, err = run_stage(pipeline_ws, "train", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: train\.rnn: non-finite training loss nan, gradient norm nan at "
+                        r"step 6; the best checkpoint \(step 4\) is kept in models/rnn\.pt, and "
+                        r"the resume state stays at the last saved step\. Lower lr or "
+                        r"grad_clip, or use precision: fp32", one_line_error(err))
+    model, _, info = load_checkpoint(pipeline_ws / "models/rnn.pt")
+    assert info["step"] == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert temp_leftovers(pipeline_ws) == []

@@ -1,0 +1,123 @@
+"""Helpers several test files share: run a stage as dvc.yaml writes it, in this process or
+a real one, and check what a user sees (one `error:` line) and what is left on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import runpy
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from charlab.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+# the encoded corpus as the pipeline lays it out: Corpus.load(*(ws / p for p in ENCODED))
+ENCODED = ("data/encoded/vocab.json", "data/encoded/corpus.bin", "data/encoded/split.json")
+
+
+def stage_argv(stage: str, key: str = "rnn") -> list[str]:
+    """The stage's command line exactly as dvc.yaml writes it (without `python`)."""
+    entry = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    cmd = entry["do"]["cmd"] if "foreach" in entry else entry["cmd"]
+    argv = shlex.split(cmd.replace("${key}", key))
+    assert argv[0] == "python"
+    return argv[1:]
+
+
+def run_stage(ws: Path, stage: str, capsys: pytest.CaptureFixture | None = None,
+              key: str = "rnn") -> tuple[int, str, str]:
+    """Run a stage script in this process, in ``ws``; (exit code, stdout, stderr)."""
+    script, *args = stage_argv(stage, key)
+    cwd, argv, threads = os.getcwd(), sys.argv, torch.get_num_threads()
+    os.chdir(ws)
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+        torch.set_num_threads(threads)  # sample/evaluate set it for their process
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    """The single `error: ...` line a user error prints; no traceback."""
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: equal snapshots mean nothing changed."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def temp_leftovers(root: Path) -> list[str]:
+    """Temp files an atomic write left behind (charlab.io names them ``.<name>.*.tmp``)."""
+    return [str(p) for p in root.rglob(".*.tmp")]
+
+
+def edit_params(ws: Path, edit: dict) -> None:
+    """Update params.yaml in ``ws``: {section: {key: value}}, train entries by model name."""
+    path = ws / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    for section, values in edit.items():
+        if section == "train":
+            for name, entry in values.items():
+                p["train"][name].update(entry)
+        else:
+            p[section].update(values)
+    path.write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until ``proc`` creates ``path``; fail at once if it exits first."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+# --- a file whose unpickling runs code (test_checkpoint, test_security)
+
+class Payload:
+    """Unpickling this runs code: it creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def write_malicious(path: Path, marker: Path, kind: str) -> None:
+    if kind == "pickle":  # a bare pickle, the pre-zip torch format
+        path.write_bytes(pickle.dumps({"format": CHECKPOINT_FORMAT, "model": Payload(marker)}))
+    elif kind == "torch-zip":  # a real torch file whose data.pkl runs code
+        torch.save({"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION,
+                    "model": Payload(marker)}, path)
+    else:  # an .npz whose object array is a pickle
+        np.savez(path, format=np.array([Payload(marker)], dtype=object))
