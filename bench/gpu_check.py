@@ -43,7 +43,7 @@ from charlab.model import CharRNN, ModelConfig  # noqa: E402
 from charlab.params import TrainParams, parse  # noqa: E402
 from charlab.runtime import (  # noqa: E402
     DeviceError,
-    count_host_syncs,
+    SyncWindow,
     dtype_trace,
     float32_gemms,
     hardware,
@@ -142,21 +142,10 @@ def dtypes_row(cell: str, precision: str, device: torch.device, size: Size) -> l
 # --- 3. host syncs per step ----------------------------------------------------------------
 
 def syncs_per_step(c: TrainParams, corpus: Corpus, d: Path, first: int, last: int) -> float:
-    window: dict = {}
-
-    def hook(k: int, model) -> None:
-        if k == first:
-            window["ctx"] = count_host_syncs()
-            window["found"] = window["ctx"].__enter__()
-        elif k == last:
-            window.pop("ctx").__exit__(None, None, None)
-
-    try:
-        run(c, corpus, d, on_step=hook)
-    finally:  # sync debug mode back off, whatever happened in the window
-        if "ctx" in window:
-            window["ctx"].__exit__(None, None, None)
-    return len(window["found"]) / (last - first)
+    """Host syncs per optimizer step over steps first+1 .. last (no curve row among them)."""
+    with SyncWindow(first, last) as window:
+        run(c, corpus, d, on_step=window)
+    return window.per_step
 
 
 def host_syncs(device: torch.device, corpus: Corpus, tmp: Path, size: Size) -> list[str]:

@@ -26,7 +26,7 @@ from charlab.encoding import Corpus, encode_corpus
 from charlab.model import RNNLM, CharRNN, ModelConfig
 from charlab.params import TrainParams, parse
 from charlab.runtime import (
-    count_host_syncs,
+    SyncWindow,
     dtype_trace,
     float32_gemms,
     hardware,
@@ -116,21 +116,9 @@ def test_resume_on_cuda_continues_bit_for_bit(cell: str, corpus: Corpus,
 
 def syncs_per_step(c: TrainParams, corpus: Corpus, d: Path, first: int, last: int) -> float:
     """Host syncs per optimizer step over steps first+1 .. last (no curve row among them)."""
-    window: dict[str, object] = {}
-
-    def hook(k: int, model) -> None:
-        if k == first:
-            window["ctx"] = count_host_syncs()
-            window["found"] = window["ctx"].__enter__()
-        elif k == last:
-            window.pop("ctx").__exit__(None, None, None)
-
-    try:
-        run(c, corpus, d, on_step=hook)
-    finally:  # sync debug mode back off, whatever happened in the window
-        if "ctx" in window:
-            window["ctx"].__exit__(None, None, None)
-    return len(window["found"]) / (last - first)
+    with SyncWindow(first, last) as window:
+        run(c, corpus, d, on_step=window)
+    return window.per_step
 
 
 def test_no_host_sync_per_step_fresh_or_resumed(corpus: Corpus, tmp_path: Path) -> None:

@@ -119,3 +119,15 @@ def test_cuda_without_gpu_is_an_error_and_auto_falls_back(pipeline_built: Path, 
         train(tiny_params(device="cuda"), corpus, checkpoint_path=tmp_path / "c.pt",
               curve_path=tmp_path / "c.csv", name="c", progress=False)
     assert not (tmp_path / "c.pt").exists() and not (tmp_path / "c.csv").exists()
+
+
+def test_sync_window_counts_between_its_steps_and_closes() -> None:
+    from charlab.runtime import SyncWindow
+
+    with SyncWindow(2, 6) as w:
+        for step in range(1, 9):
+            w(step, None)
+    assert w.found == [] and w.per_step == 0  # no CUDA here: nothing syncs
+    with SyncWindow(2, 50) as open_window:  # the run stops before step 50: closed on exit
+        open_window(2, None)
+    assert open_window._ctx is None

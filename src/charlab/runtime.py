@@ -249,3 +249,36 @@ def count_host_syncs() -> Iterator[list[str]]:
             torch.cuda.set_sync_debug_mode(before)
     found.extend(str(w.message).splitlines()[0] for w in caught
                  if "synchroniz" in str(w.message))
+
+
+class SyncWindow:
+    """A training ``on_step`` hook that counts host syncs over steps ``first + 1 .. last``
+    (:func:`count_host_syncs`); use it as a context manager around the run, so the sync
+    debug mode is switched back off whatever happens."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self._ctx: contextlib.AbstractContextManager[list[str]] | None = None
+        self.found: list[str] = []
+
+    def __call__(self, step: int, model: object) -> None:
+        if step == self.first:
+            self._ctx = count_host_syncs()
+            self.found = self._ctx.__enter__()
+        elif step == self.last:
+            self._close()
+
+    def _close(self) -> None:
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> SyncWindow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    @property
+    def per_step(self) -> float:
+        return len(self.found) / (self.last - self.first)
