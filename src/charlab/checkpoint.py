@@ -58,11 +58,6 @@ def to_cpu(obj: Any) -> Any:
     return _map_tensors(lambda t: t.detach().to("cpu", copy=True), obj)
 
 
-def to_device(obj: Any, device: torch.device) -> Any:
-    """Tensors (not RNG states, which stay byte tensors on the CPU) moved to ``device``."""
-    return _map_tensors(lambda t: t if t.dtype == torch.uint8 else t.to(device), obj)
-
-
 
 def _feed(h: Any, obj: Any) -> None:
     """Hash ``obj`` into ``h``: a type tag and a length before every value, so no two

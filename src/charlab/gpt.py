@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlab.model import eval_mode
+from charlab.model import config_from_dict, eval_mode
 
 CELL = "gpt"
 
@@ -69,11 +69,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> GPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**obj)
+        return config_from_dict(cls, obj)
 
 
 class KVCache:

@@ -29,7 +29,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 CELLS = ("rnn", "lstm", "gru")
+C = TypeVar("C")
 # One layer of each cell, as torch's RNN modules call them (input, hx, [w_ih, w_hh, b_ih,
 # b_hh], has_biases, num_layers, dropout, train, bidirectional, batch_first).
 _LAYER_FN = {"rnn": torch.rnn_tanh, "lstm": torch.lstm, "gru": torch.gru}
@@ -76,11 +77,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**obj)
+        return config_from_dict(cls, obj)
+
+
+def config_from_dict(cls: type[C], obj: Mapping[str, Any]) -> C:
+    """A network config dataclass from a checkpoint's ``model_config``; an unknown key (a
+    file of another network, or damaged) is a ValueError, not silently dropped."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
+    return cls(**obj)
 
 
 class _ElmanRecurrence(torch.autograd.Function):
