@@ -94,3 +94,18 @@ def run_worker(argv: list[str], what: str) -> dict:
     if out.returncode:
         sys.exit(f"worker {what} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def train_once(cfg: Any, corpus: Any, workdir: Any, name: str = "bench", **plan_kw: Any) -> Any:
+    """The real trainer on ``corpus``: the plan as a stage builds it, then the loop; files
+    in ``workdir``. ``plan_kw``: make_plan's keywords (``on_step``, ``progress``...)."""
+    from pathlib import Path
+
+    from charlab.training.loop import train
+    from charlab.training.plan import make_plan, run_paths
+
+    workdir = Path(workdir)
+    plan = make_plan(cfg, f"train.{name}", run_paths(workdir / f"{name}.pt",
+                                                    workdir / f"{name}.csv"),
+                     train_chars=len(corpus.split("train")), **{"progress": False, **plan_kw})
+    return train(plan, corpus)

@@ -1,5 +1,5 @@
-"""GPT sampling cost: KV-cached steps (charlab.gpt.GPTLM) against recomputing the window for
-every character, in one process, on the same model and the same characters.
+"""GPT sampling cost: KV-cached steps (charlab.families.gpt.GPTLM) against recomputing the
+window for every character, in one process, on the same model and the same characters.
 
 Usage: ``python bench/gpt_sample_bench.py [--layers 4 --hidden 128 --context 128 --chars 300]``
 (random weights: the cost does not depend on them). Prints chars/s of both and the ratio.
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from charlab.gpt import GPT, GPTLM, GPTConfig
+from charlab.families.gpt import GPT, GPTLM, GPTConfig
 
 
 def main() -> None:

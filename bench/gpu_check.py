@@ -35,12 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import train_once  # noqa: E402
 from conftest import SHARED_CORPUS, make_text  # noqa: E402
 from results import update_section  # noqa: E402
 
 from charlab.encoding import Corpus, encode_corpus  # noqa: E402
-from charlab.model import CharRNN, ModelConfig  # noqa: E402
-from charlab.params import TrainParams, parse  # noqa: E402
+from charlab.families.recurrent import CharRNN, ModelConfig  # noqa: E402
+from charlab.params.training import TrainParams, parse_entry  # noqa: E402
 from charlab.runtime import (  # noqa: E402
     DeviceError,
     SyncWindow,
@@ -49,7 +50,6 @@ from charlab.runtime import (  # noqa: E402
     hardware,
     plan_precision,
 )
-from charlab.train import train  # noqa: E402
 
 CELLS = ("rnn", "lstm", "gru")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -75,13 +75,12 @@ def cfg(cell: str, layers: int, hidden: int, batch: int, seq: int, device: str, 
     base = dict(cell=cell, layers=layers, hidden_size=hidden, batch_size=batch,
                 seq_length=seq, lr=2e-3, warmup_steps=10, max_steps=10, eval_every=10**6,
                 dropout=0.1, device=device, threads=0)
-    return parse(TrainParams, {**base, **kw}, "gpu_check")
+    return parse_entry({**base, **kw}, "train.check")
 
 
 def run(c: TrainParams, corpus: Corpus, d: Path, **kw):
     d.mkdir(parents=True, exist_ok=True)
-    return train(c, corpus, checkpoint_path=d / "m.pt", curve_path=d / "m.csv", name="check",
-                 progress=False, **kw)
+    return train_once(c, corpus, d, name="check", **kw)
 
 
 def sync(device: torch.device) -> None:
@@ -297,7 +296,7 @@ def main() -> None:
                 "", table(["precision", "val nll", "vs fp32", "within 0.02", ""],
                           convergence(device, corpus, tmp / "conv", size))]
         out += ["", "6. sampling through `charlab sample` on the device: "
-                f"{sampling(device, tmp, tmp / 'conv' / 'conv-fp32' / 'm.pt', size)} chars/s"]
+                f"{sampling(device, tmp, tmp / 'conv' / 'conv-fp32' / 'check.pt', size)} chars/s"]
     out += ["", f"Total: {time.perf_counter() - start:.0f} s."]
     text = "\n".join(out)
     print(text)

@@ -10,7 +10,7 @@ subprocess of this script:
   (val and test fractions 0.05, the default chunk size);
 * ``ngram``: ``NGramLM.fit`` of order 5 on the memory-mapped train split, as the ngram
   stage calls it;
-* ``train data``: one epoch of ``charlab.train.StreamBatches`` (batch 128 x sequence 100,
+* ``train data``: one epoch of ``charlab.training.batches.StreamBatches`` (batch 128 x sequence 100,
   the defaults) on the train split as the trainer reads it (``Corpus.split_file``: ``pread``
   of a block of steps per stream), on CPU, with no model;
 * ``baseline``: a process that imports the same modules (numpy, torch, charlab) and does
@@ -185,9 +185,9 @@ def worker(kind: str, workdir: Path) -> dict:
     import torch
 
     from charlab import encoding
-    from charlab.batches import StreamBatches
     from charlab.encoding import Corpus, encode_corpus
     from charlab.ngram import NGramLM
+    from charlab.training.batches import StreamBatches
 
     text, vocab, tokens, split = (workdir / name for name in FILES)
     res: dict = {}

@@ -3,8 +3,8 @@
 - ``lecture``: the lecture's own loop, the reference: its RNN3 (``nn.RNN(V, 512, 3)``,
   dropout 0.1, ``Linear``, ``LogSoftmax``) called one time step at a time on one-hot input,
   batch 1, sequence 25, ``NLLLoss``, Adam.
-- charlab's trainer (:func:`charlab.train.train`, the real loop) on the same 3 x 512 model in
-  fp32 and bf16, and on the 1-layer 512 model, at the batch/sequence sizes of params.yaml's
+- charlab's trainer (:func:`charlab.training.loop.train`, the real loop) on the same 3 x 512
+  model in fp32 and bf16, and on the 1-layer 512 model, at the batch/sequence sizes of params.yaml's
   ``rnn3`` / ``rnn`` entries, timed from its per-step hook after two warm-up steps.
 - the FLOP ceiling: 6 x params FLOPs per character at the GEMM rate measured here.
 
@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import train_once
 from torch import nn
 
 from charlab.encoding import Corpus, encode_corpus
 from charlab.io import read_yaml
-from charlab.model import CharRNN, ModelConfig
-from charlab.params import TrainParams, parse
-from charlab.train import train
+from charlab.params.training import TrainParams, parse_entry
 
 VOCAB = 65  # tiny shakespeare's
 
@@ -103,8 +102,7 @@ def trainer(cfg: TrainParams, corpus: Corpus, workdir: Path, steps: int) -> floa
     stamps: list[float] = []
     run = dataclasses.replace(cfg, max_steps=steps + 2, eval_every=steps + 2,
                               lr_schedule="constant", warmup_steps=0)
-    train(run, corpus, checkpoint_path=workdir / "b.pt", curve_path=workdir / "b.csv",
-          name="bench", progress=False, on_step=lambda k, m: stamps.append(time.perf_counter()))
+    train_once(run, corpus, workdir, on_step=lambda k, m: stamps.append(time.perf_counter()))
     return steps * cfg.batch_size * cfg.seq_length / (stamps[-1] - stamps[1])
 
 
@@ -114,8 +112,7 @@ def defaults(params_path: Path) -> dict[str, TrainParams]:
         entries = dict((read_yaml(params_path) or {}).get("train") or {})
     rnn3 = entries.get("rnn3", {"layers": 3, "hidden_size": 512})
     rnn = entries.get("rnn", {"layers": 1, "hidden_size": 512})
-    return {"rnn3": parse(TrainParams, rnn3, "train.rnn3"),
-            "rnn": parse(TrainParams, rnn, "train.rnn")}
+    return {"rnn3": parse_entry(rnn3, "train.rnn3"), "rnn": parse_entry(rnn, "train.rnn")}
 
 
 def main() -> None:
@@ -134,8 +131,8 @@ def main() -> None:
     for name, cfg in defaults(args.params).items():
         for precision in ("fp32", "bf16"):
             c = dataclasses.replace(cfg, precision=precision, device="cpu", threads=threads)
-            runs[f"{name} {precision}"] = (c, CharRNN(ModelConfig(
-                VOCAB, c.cell, c.layers, c.hidden_size, c.dropout, c.embedding_size)).num_params())
+            runs[f"{name} {precision}"] = (c, c.family.build(
+                c.network_config(VOCAB)).num_params())
     samples: dict[str, list[float]] = {"lecture": []}
     samples.update({k: [] for k in runs})
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +169,7 @@ def main() -> None:
         precision = c.precision
         peak = rates[precision] * 1e9 / (6 * n_params)
         cps = best[key]
-        print(f"| charlab {key.split()[0]}: {c.layers}x{c.hidden_size} {c.cell}, "
+        print(f"| charlab {key.split()[0]}: {c.net.layers}x{c.net.hidden_size} {c.cell}, "
               f"B{c.batch_size} T{c.seq_length}, {precision} | {cps:,.0f} "
               f"({statistics.median(samples[key]):,.0f}) | {cps / base:.1f} | "
               f"{cps / peak:.2f} of {peak:,.0f} |")

@@ -10,18 +10,18 @@ skipping surrogates; every character once, the rest Zipf-distributed), encodes i
 encode stage does (val and test 5% each), and measures, each in a fresh subprocess:
 
 * ``evaluate``: ``charlab.evaluate.evaluate`` of one untrained RNN (seeded) through the
-  LanguageModel protocol (``RNNLM``) on the train, val and test splits, as the evaluate
+  LanguageModel protocol (``StreamingLM``) on the train, val and test splits, as the evaluate
   stage scores every model;
-* ``train``: ``charlab.train.train`` for ``TRAIN_STEPS`` steps with one evaluation on the
+* ``train``: ``charlab.training.loop.train`` for ``TRAIN_STEPS`` steps with one evaluation on the
   val split and the checkpoint write, as the train stage runs it;
 * ``baseline``: a process that imports the same modules and does nothing else.
 
 Memory: peak resident set size (VmHWM, reset right before the call) minus the baseline's
 RSS (bench/_common.py), so it counts everything the call allocates, the model's weights
 included. Evaluate must stay within a bound that does not grow with the corpus: the scoring
-budget (``charlab.model.SCORE_LOGITS_BYTES``, 64 MiB of logits per forward call) + 3x the
-model's weights (the weights, and the ``W_ih^T + b`` table the fused Elman path builds per
-call) + ``EVAL_FIXED``. The run prints PASS/FAIL and exits 1 on a FAIL. Training memory
+budget (``charlab.families.streaming.SCORE_LOGITS_BYTES``, 64 MiB of logits per forward
+call) + 3x the model's weights (the weights, and the ``W_ih^T + b`` table the fused Elman path
+builds per call) + ``EVAL_FIXED``. The run prints PASS/FAIL and exits 1 on a FAIL. Training memory
 grows with V through the output layer (the B x T x V logits, their log-softmax and their
 gradient, and the V x H weights with their gradients and Adam state): it is measured, not
 bounded. The "before issue 12" column is what one scoring call held then: 256 steps of
@@ -90,12 +90,12 @@ def make_corpus(path: Path, v: int, n_chars: int, seed: int = 0) -> None:
 
 
 def config(**kw):
-    from charlab.params import TrainParams, parse
+    from charlab.params.training import parse_entry
 
     base = dict(cell="rnn", layers=1, hidden_size=HIDDEN, dropout=0.0, batch_size=BATCH,
                 seq_length=SEQ, lr=0.002, warmup_steps=0, max_steps=TRAIN_STEPS,
                 eval_every=TRAIN_STEPS, device="cpu", threads=1, seed=0, precision="fp32")
-    return parse(TrainParams, {**base, **kw}, "train.bench")
+    return parse_entry({**base, **kw}, "train.bench")
 
 
 FILES = ("vocab.json", "tokens.bin", "split.json")
@@ -104,11 +104,12 @@ FILES = ("vocab.json", "tokens.bin", "split.json")
 def worker(kind: str, workdir: Path, speed_vocabs: tuple[int, ...]) -> dict:
     """One measurement in this (fresh) interpreter."""
     import torch
+    from _common import train_once
 
     from charlab.encoding import Corpus
     from charlab.evaluate import evaluate
-    from charlab.model import RNNLM, SCORE_LOGITS_BYTES, CharRNN, ModelConfig
-    from charlab.train import train
+    from charlab.families.recurrent import CharRNN, ModelConfig
+    from charlab.families.streaming import SCORE_LOGITS_BYTES, StreamingLM
 
     torch.set_num_threads(1)
     res: dict = {}
@@ -130,7 +131,7 @@ def worker(kind: str, workdir: Path, speed_vocabs: tuple[int, ...]) -> dict:
     elif kind == "evaluate":
         torch.manual_seed(0)
         net = CharRNN(ModelConfig(vocab_size=v, hidden_size=HIDDEN, dropout=0.0))
-        lm = RNNLM(net, "cpu")
+        lm = StreamingLM(net, "cpu")
         res["params"] = net.num_params()
         res["plan"] = lm._plan(len(corpus.split("train")) - 1)
         res["budget"] = SCORE_LOGITS_BYTES
@@ -139,8 +140,7 @@ def worker(kind: str, workdir: Path, speed_vocabs: tuple[int, ...]) -> dict:
             return evaluate({"rnn": lm}, corpus)
     elif kind == "train":
         def call():
-            return train(config(), corpus, checkpoint_path=workdir / "b.pt",
-                         curve_path=workdir / "b.csv", name="bench", progress=False)
+            return train_once(config(), corpus, workdir)
     else:
         raise ValueError(kind)
     out, m = measure(call)

@@ -11,21 +11,22 @@ import time
 
 import torch
 
-from charlab import params
 from charlab.analysis import AnalyzeSettings, analyze
 from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.evaluate import read_scores
-from charlab.models import checkpoint_file, model_names, ngram_name
+from charlab.models import ModelSet, checkpoint_file, model_names, ngram_name
+from charlab.params import core
+from charlab.params.readers import AnalyzeParams
 from charlab.runtime import cpu_threads
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "model-set", "scores", "models-dir", "classes",
+    args = core.stage_parser(__doc__, "model-set", "scores", "models-dir", "classes",
                                "figures-dir", "pages-dir", "summary", corpus=True).parse_args()
 
-    p = params.section(params.load(args.params), "analyze", params.AnalyzeParams)
-    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
+    p = core.section(core.load(args.params), "analyze", AnalyzeParams)
+    models = ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     orders, trained = list(models.ngram_orders), list(models.trained)
     p.check_models("analyze", model_names(orders, trained))
     torch.set_num_threads(cpu_threads(p.threads))
@@ -47,6 +48,8 @@ def main() -> None:
         print(f"analyze: {entry['model']}: "
               + (f"best unit {top['unit']} tracks {top['feature']} (r = {top['r']:+.3f})"
                  if top else "no feature present in the excerpt"))
+    for skip in out["skipped"]:
+        print(f"analyze: {skip['model']}: units not read ({skip['why']})")
     print(f"analyze: {time.perf_counter() - start:.1f} s")
 
 

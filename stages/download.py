@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from charlab import params
 from charlab.corpus import download
 from charlab.errors import run_main
+from charlab.params import core
+from charlab.params.data import DownloadParams
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "out").parse_args()
+    args = core.stage_parser(__doc__, "out").parse_args()
 
-    p = params.section(params.load(args.params), "download", params.DownloadParams)
+    p = core.section(core.load(args.params), "download", DownloadParams)
     digest = download(p.url, args.out, sha256=p.sha256, timeout=p.timeout, retries=p.retries)
     print(f"download: {p.url} -> {args.out} (sha256 {digest})")
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from charlab import params
 from charlab.encoding import encode_corpus
 from charlab.errors import run_main
+from charlab.params import core
+from charlab.params.data import EncodeParams
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "corpus", corpus=True).parse_args()
+    args = core.stage_parser(__doc__, "corpus", corpus=True).parse_args()
 
-    p = params.section(params.load(args.params), "encode", params.EncodeParams)
+    p = core.section(core.load(args.params), "encode", EncodeParams)
     m = encode_corpus(args.corpus, args.vocab, args.tokens, args.splits,
                       val_fraction=p.val_fraction, test_fraction=p.test_fraction)
     sizes = ", ".join(f"{k} {b - a:,}" for k, (a, b) in m.splits.items())

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import torch
 
-from charlab import params
 from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.evaluate import score_splits, write_metrics
-from charlab.models import load_models, model_files
+from charlab.models import ModelSet, load_models, model_files
+from charlab.params import core
+from charlab.params.readers import EvaluateParams
 from charlab.runtime import FP32, DeviceError, cpu_threads, float32_gemms, resolve_device
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "model-set", "ngram-dir", "models-dir", "csv", "json",
+    args = core.stage_parser(__doc__, "model-set", "ngram-dir", "models-dir", "csv", "json",
                                "bar", "scores", corpus=True).parse_args()
 
-    p = params.section(params.load(args.params), "evaluate", params.EvaluateParams)
-    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
+    p = core.section(core.load(args.params), "evaluate", EvaluateParams)
+    models = ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     try:  # before any work: a missing GPU is a params problem
         device = resolve_device(p.device)
     except DeviceError as e:
-        raise params.ParamsError(f"evaluate.device: {e}") from None
+        raise core.ParamsError(f"evaluate.device: {e}") from None
     torch.set_num_threads(cpu_threads(p.threads))
 
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)

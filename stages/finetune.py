@@ -8,13 +8,13 @@ one more file, is its own stage over its own params section.
 
 from __future__ import annotations
 
-from charlab import params
 from charlab.errors import run_main
-from charlab.launch import run_entry
+from charlab.params.core import stage_parser
+from charlab.training.launch import run_entry
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "model", "init", "checkpoint", "curve", "run-info",
+    args = stage_parser(__doc__, "model", "init", "checkpoint", "curve", "run-info",
                                corpus=True).parse_args()
     run_entry(args, "finetune", init_path=args.init)
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from charlab import params
 from charlab.encoding import Corpus
 from charlab.errors import run_main
 from charlab.models import ngram_file
 from charlab.ngram import NGramLM
+from charlab.params import core
+from charlab.params.data import NgramParams
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "out-dir", corpus=True).parse_args()
+    args = core.stage_parser(__doc__, "out-dir", corpus=True).parse_args()
 
-    p = params.section(params.load(args.params), "ngram", params.NgramParams)
+    p = core.section(core.load(args.params), "ngram", NgramParams)
     corpus = Corpus.load(args.vocab, args.tokens, args.splits)
     train = corpus.split("train")  # counts come from the train split only
     # One fit at the highest order holds every lower order's counts too.

@@ -7,28 +7,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from charlab import params
-from charlab.errors import run_main
-from charlab.models import model_names
+from charlab.errors import CharlabError, run_main
+from charlab.models import ModelSet, model_names
+from charlab.params import core
 from charlab.report import AnalysisFiles, TrainedInfo, read_run_info, write_report
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "metrics", "model-set", "curves-dir", "samples-dir",
+    args = core.stage_parser(__doc__, "metrics", "model-set", "curves-dir", "samples-dir",
                                "runs-dir", "out", "figures-dir", "classes", "analysis",
                                "analysis-figures", "analysis-pages").parse_args()
 
-    configs = params.train_models(params.load(args.params))
-    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
+    models = ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     trained = {}
     for name in models.trained:
-        if name not in configs:
-            raise params.ParamsError(f"train.{name}: in {args.model_set} but not in params "
-                                     "(run `dvc repro`, which rewrites it)")
-        cfg = configs[name]
+        run = read_run_info(Path(args.runs_dir) / f"{name}.json")
+        if "chars_per_step" not in run:
+            raise CharlabError(f"{args.runs_dir}/{name}.json: no run info of this charlab "
+                               f"(written by an older one, or missing); retrain {name} "
+                               "(`dvc repro`)")
         trained[name] = TrainedInfo(curve=pd.read_csv(Path(args.curves_dir) / f"{name}.csv"),
-                                    chars_per_step=cfg.batch_size * cfg.seq_length,
-                                    run=read_run_info(Path(args.runs_dir) / f"{name}.json"))
+                                    chars_per_step=int(run["chars_per_step"]), run=run)
     samples = {name: (Path(args.samples_dir) / f"{name}.txt").read_text(encoding="utf-8")
                for name in model_names(list(models.ngram_orders), list(models.trained))}
     analysis = AnalysisFiles(Path(args.classes), Path(args.analysis), Path(args.analysis_figures),

@@ -6,25 +6,26 @@ from pathlib import Path
 
 import torch
 
-from charlab import params
 from charlab.encoding import Vocab, VocabError
 from charlab.errors import run_main
 from charlab.io import atomic_paths
 from charlab.lm import generate
-from charlab.models import load_models, model_files
+from charlab.models import ModelSet, load_models, model_files
+from charlab.params import core
+from charlab.params.readers import SampleParams
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "vocab", "model-set", "ngram-dir", "models-dir",
+    args = core.stage_parser(__doc__, "vocab", "model-set", "ngram-dir", "models-dir",
                                "out-dir").parse_args()
 
-    p = params.section(params.load(args.params), "sample", params.SampleParams)
-    models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
+    p = core.section(core.load(args.params), "sample", SampleParams)
+    models = ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     vocab = Vocab.load(args.vocab)
     try:  # before any model loads
         prime = vocab.encode(p.prime)
     except VocabError as e:
-        raise params.ParamsError(f"sample.prime: {e}") from None
+        raise core.ParamsError(f"sample.prime: {e}") from None
 
     torch.set_num_threads(1)  # one character at a time: more threads only add overhead
     files = model_files(models.ngram_orders, models.trained, args.ngram_dir, args.models_dir)

@@ -9,18 +9,20 @@ removing a model reruns them.
 
 from __future__ import annotations
 
-from charlab import params
 from charlab.errors import run_main
 from charlab.io import write_json, write_text
+from charlab.models import ModelSet
+from charlab.params.core import load, stage_parser
+from charlab.params.sections import PARAMS_OK, validate_all
 
 
 def main() -> None:
-    args = params.stage_parser(__doc__, "ok", "model-set").parse_args()
+    args = stage_parser(__doc__, "ok", "model-set").parse_args()
 
-    checked = params.validate_all(params.load(args.params))
-    models = params.ModelSet.from_params(checked)
+    checked = validate_all(load(args.params))
+    models = ModelSet.from_params(checked)
     write_json(args.model_set, models.to_json())
-    write_text(args.ok, params.PARAMS_OK)
+    write_text(args.ok, PARAMS_OK)
     print(f"validate: {args.params}: {len(checked)} sections valid; models: n-gram orders "
           f"{', '.join(map(str, models.ngram_orders))}; trained {', '.join(models.trained)}")
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from helpers import REPO, run_stage
 
-from charlab.params import TrainParams, parse
+from charlab.params.training import TrainParams, parse_entry
 
 SHARED_CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -164,7 +164,12 @@ TINY = {"cell": "rnn", "layers": 1, "hidden_size": 8, "dropout": 0.0, "batch_siz
 
 def tiny_params(key: str = "train.m", **overrides: Any) -> TrainParams:
     """TrainParams from TINY with ``overrides``, parsed (and so checked) as params key ``key``."""
-    return parse(TrainParams, {**TINY, **overrides}, key)
+    return parse_entry({**TINY, **overrides}, key)
+
+
+def with_keys(cfg: TrainParams, key: str = "train.m", **overrides: Any) -> TrainParams:
+    """``cfg`` with some keys changed (the network's keys too), parsed again as ``key``."""
+    return parse_entry({**cfg.to_dict(), **overrides}, key)
 
 
 # --- a small workspace, built once: every stage's outputs, as the pipeline lays them out --

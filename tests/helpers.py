@@ -19,6 +19,9 @@ import torch
 import yaml
 
 from charlab.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION
+from charlab.training.distributed import SINGLE, World
+from charlab.training.loop import TrainResult, train
+from charlab.training.plan import make_plan, run_paths
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -26,19 +29,22 @@ PY = sys.executable
 ENCODED = ("data/encoded/vocab.json", "data/encoded/corpus.bin", "data/encoded/split.json")
 
 
-def stage_argv(stage: str, key: str = "rnn") -> list[str]:
-    """The stage's command line exactly as dvc.yaml writes it (without `python`)."""
+def stage_argv(stage: str, key: str = "rnn", item: dict | None = None) -> list[str]:
+    """The stage's command line exactly as dvc.yaml writes it (without `python`), for the
+    foreach entry ``key`` whose values are ``item`` (a fine-tune's ``init_from``)."""
     entry = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     cmd = entry["do"]["cmd"] if "foreach" in entry else entry["cmd"]
+    for name, value in (item or {}).items():
+        cmd = cmd.replace("${item." + name + "}", str(value))
     argv = shlex.split(cmd.replace("${key}", key))
     assert argv[0] == "python"
     return argv[1:]
 
 
 def run_stage(ws: Path, stage: str, capsys: pytest.CaptureFixture | None = None,
-              key: str = "rnn") -> tuple[int, str, str]:
+              key: str = "rnn", item: dict | None = None) -> tuple[int, str, str]:
     """Run a stage script in this process, in ``ws``; (exit code, stdout, stderr)."""
-    script, *args = stage_argv(stage, key)
+    script, *args = stage_argv(stage, key, item)
     cwd, argv, threads = os.getcwd(), sys.argv, torch.get_num_threads()
     os.chdir(ws)
     sys.argv = [script, *args]
@@ -121,3 +127,17 @@ def write_malicious(path: Path, marker: Path, kind: str) -> None:
                     "model": Payload(marker)}, path)
     else:  # an .npz whose object array is a pickle
         np.savez(path, format=np.array([Payload(marker)], dtype=object))
+
+
+def train_entry(cfg, corpus, checkpoint_path, curve_path, *, name: str = "m",
+                section: str = "train", state_path=None, run_info_path=None, init_path=None,
+                world: World = SINGLE, progress: bool | None = False,
+                on_step=None) -> TrainResult:
+    """Train ``cfg`` on ``corpus`` as the stage does: the plan built at the edge (every check
+    with key path ``<section>.<name>``), then the loop."""
+    plan = make_plan(cfg, f"{section}.{name}",
+                     run_paths(checkpoint_path, curve_path, run_info=run_info_path,
+                               state=state_path, init=init_path),
+                     train_chars=len(corpus.split("train")), world=world, progress=progress,
+                     on_step=on_step)
+    return train(plan, corpus)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, TINY, make_text, pixels_like, screenshot
-from helpers import run_stage
+from helpers import run_stage, train_entry
 
 from charlab import analysis, render
 from charlab.analysis import (
@@ -32,8 +32,9 @@ from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.evaluate import ScoresError, SplitScores, read_scores, score_splits, write_metrics
 from charlab.models import load_models
 from charlab.ngram import NGramLM
-from charlab.params import ParamsError, TrainParams, parse
-from charlab.train import train
+from charlab.params.core import ParamsError, parse
+from charlab.params.readers import AnalyzeParams
+from charlab.params.training import parse_entry
 
 LN2 = math.log(2)
 # conftest's TINY as a two-layer LSTM: the analysis reads its cells' states
@@ -92,8 +93,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for order in (1, 3):
         NGramLM.fit(corpus.split("train"), corpus.vocab.size, order).save(
             d / f"ngram{order}.npz", corpus.vocab)
-    train(parse(TrainParams, LSTM2, "train.lstm2"), corpus, checkpoint_path=d / "lstm2.pt",
-          curve_path=d / "lstm2.csv", name="lstm2", progress=False)
+    train_entry(parse_entry(LSTM2, "train.lstm2"), corpus, checkpoint_path=d / "lstm2.pt",
+                curve_path=d / "lstm2.csv", name="lstm2", progress=False)
     files = {"ngram1": d / "ngram1.npz", "ngram3": d / "ngram3.npz", "lstm2": d / "lstm2.pt"}
     table, scores = score_splits(load_models(files, corpus.vocab), corpus)
     write_metrics(table, d / "metrics.csv", d / "metrics.json", d / "bar.csv",
@@ -295,14 +296,12 @@ def test_analysis_pages_in_a_real_browser(built: dict, browser: str, tmp_path: P
     ({"top": 3}, r"^analyze\.top: unknown key"),
 ], ids=["one-name", "same-twice", "not-a-list", "excerpt-zero", "unknown-key"])
 def test_analyze_params_errors(raw: dict, message: str) -> None:
-    from charlab.params import AnalyzeParams
 
     with pytest.raises(ParamsError, match=message):
         parse(AnalyzeParams, raw, "analyze")
 
 
 def test_analyze_params_unknown_model() -> None:
-    from charlab.params import AnalyzeParams
 
     p = parse(AnalyzeParams, {"pairs": [["rnn", "ngram5"]]}, "analyze")
     with pytest.raises(ParamsError, match=r"^analyze\.pairs\[0\]\[1\]: unknown model 'ngram5'; "

@@ -1,6 +1,6 @@
-"""charlab.cells: the layer-by-layer recomputation against torch's own modules, the text
-features by hand, correlations, gate saturation, and a planted feature that a tiny LSTM
-trained on it must track."""
+"""The units: the recurrent family's layer-by-layer recomputation against torch's own
+modules, the text features by hand (charlab.cells), correlations, gate saturation, and a
+planted feature that a tiny LSTM trained on it must track."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import train_entry
 
 from charlab import cells
 from charlab.checkpoint import load_checkpoint
 from charlab.encoding import Corpus, encode_corpus
-from charlab.model import CharRNN, ModelConfig
-from charlab.params import TrainParams, parse
-from charlab.train import train
+from charlab.families.recurrent import GATES, CharRNN, ModelConfig, activations
+from charlab.params.training import parse_entry
 
 
 def _torch_run(model: CharRNN, ids: np.ndarray):
@@ -36,7 +36,7 @@ def test_recomputation_matches_torch(cell: str, layers: int, embedding: int) -> 
     model = CharRNN(ModelConfig(vocab_size=13, cell=cell, layers=layers, hidden_size=9,
                                 dropout=0.2, embedding_size=embedding)).eval()
     ids = np.random.default_rng(1).integers(0, 13, 80)
-    acts = cells.activations(model, ids)
+    acts = activations(model, ids)
     out, hidden = _torch_run(model, ids)
     # the last layer's outputs, every step
     assert np.abs(acts.hidden[-1] - out[0].numpy()).max() < 1e-5
@@ -48,7 +48,7 @@ def test_recomputation_matches_torch(cell: str, layers: int, embedding: int) -> 
             assert np.abs(acts.cell[k][-1] - c_n[k, 0].numpy()).max() < 1e-5
     assert len(acts.gates) == (0 if cell == "rnn" else layers)
     for layer in acts.gates:
-        assert set(layer) == set(cells.GATES[cell])
+        assert set(layer) == set(GATES[cell])
         for g in layer.values():
             assert g.shape == (80, 9) and g.min() >= 0 and g.max() <= 1
     names, units = acts.units()
@@ -68,7 +68,7 @@ def test_one_unit_elman_by_hand() -> None:
         model.rnn.bias_hh_l0.fill_(-0.2)
     h1 = math.tanh(0.5 + 0.1 - 0.2)
     h2 = math.tanh(-1.0 + 0.1 + 2.0 * h1 - 0.2)
-    acts = cells.activations(model, np.array([0, 1]))
+    acts = activations(model, np.array([0, 1]))
     # the weights are float32 (0.1 is not exact in it): agreement to float32 rounding
     assert acts.hidden[0][:, 0] == pytest.approx([h1, h2], abs=1e-7)
 
@@ -140,20 +140,20 @@ def test_a_tiny_lstm_learns_a_unit_that_tracks_the_planted_feature(tmp_path: Pat
     paths = [tmp_path / n for n in ("vocab.json", "ids.bin", "split.json")]
     encode_corpus(tmp_path / "c.txt", *paths, val_fraction=0.05, test_fraction=0.05)
     corpus = Corpus.load(*paths)
-    cfg = parse(TrainParams, {"cell": "lstm", "layers": 1, "hidden_size": 12, "dropout": 0.0,
-                              "batch_size": 16, "seq_length": 40, "lr": 0.02,
-                              "max_steps": 250, "eval_every": 250, "seed": 3,
-                              "device": "cpu", "threads": 1}, "train.planted")
-    train(cfg, corpus, checkpoint_path=tmp_path / "m.pt", curve_path=tmp_path / "m.csv",
-          name="planted", progress=False)
+    cfg = parse_entry({"cell": "lstm", "layers": 1, "hidden_size": 12, "dropout": 0.0,
+                       "batch_size": 16, "seq_length": 40, "lr": 0.02, "max_steps": 250,
+                       "eval_every": 250, "seed": 3, "device": "cpu", "threads": 1},
+                      "train.planted")
+    train_entry(cfg, corpus, checkpoint_path=tmp_path / "m.pt", curve_path=tmp_path / "m.csv",
+                name="planted", progress=False)
     model, vocab, _ = load_checkpoint(tmp_path / "m.pt", "cpu")
     ids = np.asarray(corpus.split("test"), dtype=np.int64)
     text = vocab.decode(ids)
-    best = {b.feature: b for b in cells.best_units(cells.activations(model, ids),
+    best = {b.feature: b for b in cells.best_units(activations(model, ids),
                                                    cells.features(text))}
     assert abs(best["inside_quotes"].r) > 0.9, best["inside_quotes"]
     # and no such unit in the same network untrained: the training made it
     fresh = CharRNN(model.config).eval()
-    untrained = {b.feature: b for b in cells.best_units(cells.activations(fresh, ids),
+    untrained = {b.feature: b for b in cells.best_units(activations(fresh, ids),
                                                         cells.features(text))}
     assert abs(untrained["inside_quotes"].r) < 0.9

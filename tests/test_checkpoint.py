@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_text, tiny_params
-from helpers import ENCODED, one_line_error, write_malicious
+from helpers import ENCODED, one_line_error, train_entry, write_malicious
 
 from charlab import checkpoint as ckpt
 from charlab.checkpoint import CheckpointError, checksum, load_checkpoint
@@ -23,7 +23,6 @@ from charlab.checkpoint import save as save_checkpoint
 from charlab.cli import main as cli_main
 from charlab.encoding import Corpus, Vocab, encode_corpus
 from charlab.models import load_model
-from charlab.train import train
 
 # conftest's TINY, two layers of 32: a checkpoint with records long enough to damage
 CKPT = {"layers": 2, "hidden_size": 32, "batch_size": 4, "seq_length": 16}
@@ -32,7 +31,7 @@ DAMAGE = 2000
 
 def train_rnn(ws: Path, **kw):
     corpus = Corpus.load(*(ws / p for p in ENCODED))
-    return train(tiny_params("train.rnn", **{**CKPT, **kw}), corpus,
+    return train_entry(tiny_params("train.rnn", **{**CKPT, **kw}), corpus,
                  checkpoint_path=ws / "models/rnn.pt", curve_path=ws / "metrics/train/rnn.csv",
                  name="rnn", progress=False)
 
@@ -234,7 +233,7 @@ def test_loading_a_malicious_checkpoint_never_runs_its_code(pipeline_ws: Path, t
     # planted as the resume state of a training run: ignored, and training starts afresh
     shutil.copy(evil, pipeline_ws / "models/rnn.pt.state")
     corpus = Corpus.load(*(pipeline_ws / p for p in ENCODED))
-    res = train(tiny_params(), corpus, checkpoint_path=pipeline_ws / "models/rnn.pt",
+    res = train_entry(tiny_params(), corpus, checkpoint_path=pipeline_ws / "models/rnn.pt",
                 curve_path=pipeline_ws / "metrics/train/rnn.csv", name="rnn", progress=False)
     assert res.resumed_from is None
     assert not marker.exists()
@@ -259,7 +258,7 @@ def test_refusing_a_malicious_checkpoint_gives_no_unsafe_advice(tmp_path: Path,
     ("truncated", r"models/rnn\.pt: not a readable checkpoint \(truncated, corrupted, or not "
                   r"written by charlab\)"),
     ("zeros", r"models/rnn\.pt: not a readable checkpoint"),
-    ("foreign", r"models/rnn\.pt: a torch file, but not a charlab RNN checkpoint$"),
+    ("foreign", r"models/rnn\.pt: a torch file, but not a charlab checkpoint$"),
     ("ngram_as_pt", r"models/rnn\.pt: not a readable checkpoint"),
     ("version", r"models/rnn\.pt: checkpoint format version 99; this charlab reads version 2$"),
     ("bad_config", r"models/rnn\.pt: damaged charlab checkpoint: unknown model config key"),

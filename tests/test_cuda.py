@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, make_text
+from helpers import train_entry
 
 from charlab.checkpoint import load_checkpoint
 from charlab.encoding import Corpus, encode_corpus
-from charlab.model import RNNLM, CharRNN, ModelConfig
-from charlab.params import TrainParams, parse
+from charlab.families.recurrent import CharRNN, ModelConfig
+from charlab.families.streaming import StreamingLM
+from charlab.params.training import TrainParams, parse_entry
 from charlab.runtime import (
     SyncWindow,
     dtype_trace,
@@ -32,7 +34,7 @@ from charlab.runtime import (
     hardware,
     plan_precision,
 )
-from charlab.train import TrainingInterrupted, train
+from charlab.training.guard import TrainingInterrupted
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")]
@@ -52,12 +54,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 def cfg(**kw) -> TrainParams:
     base = dict(layers=2, hidden_size=64, batch_size=16, seq_length=32, lr=3e-3, max_steps=12,
                 eval_every=6, device="cuda", threads=1, dropout=0.2, warmup_steps=2)
-    return parse(TrainParams, {**base, **kw}, "train.t")
+    return parse_entry({**base, **kw}, "train.t")
 
 
 def run(c: TrainParams, corpus: Corpus, d: Path, **kw):
-    return train(c, corpus, checkpoint_path=d / "m.pt", curve_path=d / "m.csv", name="t",
-                 progress=False, **kw)
+    return train_entry(c, corpus, checkpoint_path=d / "m.pt", curve_path=d / "m.csv", name="t",
+                       progress=False, **kw)
 
 
 def recurrent_ops(ops, hidden: int):
@@ -136,14 +138,14 @@ def test_no_host_sync_per_step_fresh_or_resumed(corpus: Corpus, tmp_path: Path) 
 def test_a_cuda_checkpoint_scores_the_same_on_the_cpu(corpus: Corpus, tmp_path: Path) -> None:
     run(cfg(cell="lstm", precision="bf16"), corpus, tmp_path)
     ids = np.asarray(corpus.split("val"), dtype=np.int64)
-    on_gpu = RNNLM(load_checkpoint(tmp_path / "m.pt", "cuda")[0], "cuda").log_probs(ids)
-    on_cpu = RNNLM(load_checkpoint(tmp_path / "m.pt", "cpu")[0], "cpu").log_probs(ids)
+    on_gpu = StreamingLM(load_checkpoint(tmp_path / "m.pt", "cuda")[0], "cuda").log_probs(ids)
+    on_cpu = StreamingLM(load_checkpoint(tmp_path / "m.pt", "cpu")[0], "cpu").log_probs(ids)
     np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")
 def test_two_process_nccl_ddp_step(corpus: Corpus, tmp_path: Path) -> None:
-    params = {"train": {"t": {**dataclasses.asdict(cfg(max_steps=4, eval_every=4)), "nproc": 2}}}
+    params = {"train": {"t": {**cfg(max_steps=4, eval_every=4).to_dict(), "nproc": 2}}}
     import yaml
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

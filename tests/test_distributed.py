@@ -17,14 +17,14 @@ import torch
 import yaml
 from conftest import REPO, TINY, make_text
 
-from charlab.distributed import (
+from charlab.encoding import encode_corpus
+from charlab.training.distributed import (
     DistributedError,
     World,
     torchrun_command,
     under_torchrun,
     world_from_env,
 )
-from charlab.encoding import encode_corpus
 
 PY = sys.executable
 # With dropout 0 the two runs compute the same sums in another order: measured differences

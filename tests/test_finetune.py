@@ -1,22 +1,25 @@
-"""Fine-tuning from a checkpoint (train.<model>.init_from): rows remapped by character across
-vocabularies, shape errors, the record in the checkpoint, and that it actually helps."""
+"""Fine-tuning from a checkpoint (finetune.<model>.init_from): rows remapped by character
+across vocabularies, shape errors, the record in the checkpoint, and that it actually helps."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import make_text
+from helpers import train_entry
 
-from charlab import networks
 from charlab.checkpoint import load_checkpoint
 from charlab.encoding import Corpus, encode_corpus
-from charlab.finetune import init_weights
-from charlab.params import ParamsError, TrainParams, parse
-from charlab.train import evaluate_loss, train
+from charlab.params.core import ParamsError
+from charlab.params.training import TrainParams, parse_entry
+from charlab.training.finetune import init_weights
+from charlab.training.loop import evaluate_loss
 
 RNN = dict(cell="rnn", layers=1, hidden_size=32, batch_size=8, seq_length=16, lr=0.01,
            device="cpu", threads=1, dropout=0.0, warmup_steps=2, eval_every=50)
@@ -52,17 +55,17 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Corpus, Corpus]:
 
 
 def cfg(shape: str, **kw) -> TrainParams:
-    return parse(TrainParams, {**SHAPES[shape], **kw}, "train.t")
+    return parse_entry({**SHAPES[shape], **kw}, "train.t")
 
 
 def fit(c: TrainParams, corpus: Corpus, d: Path, name: str = "m", **kw):
-    return train(c, corpus, checkpoint_path=d / f"{name}.pt", curve_path=d / f"{name}.csv",
-                 name=name, progress=False, **kw)
+    return train_entry(c, corpus, checkpoint_path=d / f"{name}.pt",
+                       curve_path=d / f"{name}.csv", name=name, progress=False, **kw)
 
 
 def fresh(c: TrainParams, corpus: Corpus) -> torch.nn.Module:
     torch.manual_seed(c.seed)  # as the trainer builds it
-    return networks.build(networks.config_for(c, corpus.vocab.size))
+    return c.family.build(c.network_config(corpus.vocab.size))
 
 
 # the parameters indexed by character, and along which axis
@@ -80,7 +83,7 @@ def test_shared_characters_keep_their_rows_new_ones_stay_fresh(shape: str, corpo
     source = torch.load(tmp_path / "m.pt", weights_only=True)["model"]
     model = fresh(c, b)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    info = init_weights(model, networks.config_for(c, b.vocab.size), b.vocab, tmp_path / "m.pt",
+    info = init_weights(model, c.network_config(b.vocab.size), b.vocab, tmp_path / "m.pt",
                         "train.t.init_from")
     after = model.state_dict()
     for name, value in after.items():
@@ -107,13 +110,12 @@ def test_finetuning_starts_far_better_and_beats_training_from_scratch(corpora, t
     val = np.asarray(b.split("val"))
     scratch0 = evaluate_loss(fresh(c, b), val, torch.device("cpu"))
     tuned = fresh(c, b)
-    init_weights(tuned, networks.config_for(c, b.vocab.size), b.vocab, tmp_path / "a.pt", "k")
+    init_weights(tuned, c.network_config(b.vocab.size), b.vocab, tmp_path / "a.pt", "k")
     tuned0 = evaluate_loss(tuned, val, torch.device("cpu"))
     assert tuned0 < scratch0 - 0.8, (tuned0, scratch0)  # step 0: far below a fresh model
     scratch = fit(c, b, tmp_path, "scratch")
-    ft = fit(parse(TrainParams, {**RNN, "max_steps": 30, "eval_every": 30,
-                                 "init_from": str(tmp_path / "a.pt")}, "train.ft"),
-             b, tmp_path, "ft")
+    ft = fit(parse_entry({**RNN, "max_steps": 30, "eval_every": 30,
+                          "init_from": str(tmp_path / "a.pt")}, "train.ft"), b, tmp_path, "ft")
     assert ft.best_val_loss < scratch.best_val_loss - 0.1, (ft.best_val_loss,
                                                             scratch.best_val_loss)
     _, _, info = load_checkpoint(tmp_path / "ft.pt")
@@ -146,7 +148,7 @@ def test_another_shape_is_a_params_error_naming_both(change, message, corpora, t
     entry = {**RNN, **change, "init_from": str(tmp_path / "a.pt")}
     entry = {k: v for k, v in entry.items() if v is not None}
     with pytest.raises(ParamsError, match=r"^train\.ft\.init_from: .*a\.pt has shape " + message):
-        fit(parse(TrainParams, entry, "train.ft"), b, tmp_path, "ft")
+        fit(parse_entry(entry, "train.ft"), b, tmp_path, "ft")
     assert not (tmp_path / "ft.pt").exists()
 
 
@@ -157,7 +159,7 @@ def test_a_missing_or_foreign_init_file_is_one_line(corpora, tmp_path) -> None:
         fit(cfg("rnn-onehot", init_from=str(tmp_path / "nope.pt")), b, tmp_path, "ft")
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ParamsError, match=r"^train\.ft\.init_from: .*foreign\.pt: a torch "
-                                          r"file, but not a charlab RNN checkpoint$"):
+                                          r"file, but not a charlab checkpoint$"):
         fit(cfg("rnn-onehot", init_from=str(tmp_path / "foreign.pt")), b, tmp_path, "ft")
 
 
@@ -217,3 +219,31 @@ def test_the_finetune_stage_reports_a_shape_error_in_one_line(corpora, tmp_path)
                              "hidden_size: 16, embedding_size: 0}; fine-tuning needs the same "
                              "shape")
     assert not (tmp_path / "ft.pt").exists() and not (tmp_path / "ft.csv").exists()
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"batch_size": 5000}, r"finetune\.ft\.batch_size: 5000 streams of seq_length \+ 1 = 9 "
+                           r"characters need 45000"),
+    ({"seq_length": 100_000}, r"finetune\.ft\.seq_length: 100000 is too long for the train "
+                              r"split"),
+    ({"device": "cuda"}, r"finetune\.ft\.device: device 'cuda' requested but CUDA is not "
+                         r"available"),
+    ({"nproc": 3}, r"finetune\.ft\.nproc: 3 processes must share batch_size 2 evenly"),
+    ({"precision": "tf32"}, r"finetune\.ft\.precision: precision tf32 needs an NVIDIA GPU"),
+], ids=["batch_size", "seq_length", "device", "nproc", "precision"])
+def test_every_error_of_a_finetune_entry_names_its_key_path(pipeline_ws: Path, capsys, no_gpu,
+                                                            bad: dict, message: str) -> None:
+    """The finetune stage's errors name finetune.<name>.<key>, never train.<name>..., and
+    come before any work: no checkpoint, curve or run info is written."""
+    from conftest import TINY
+    from helpers import one_line_error, run_stage
+
+    edit = yaml.safe_load((pipeline_ws / "params.yaml").read_text())
+    edit["finetune"] = {"ft": {**TINY, "init_from": "rnn", **bad}}
+    (pipeline_ws / "params.yaml").write_text(yaml.safe_dump(edit, sort_keys=False))
+    code, _, err = run_stage(pipeline_ws, "finetune", capsys, key="ft",
+                             item={"init_from": "rnn"})
+    assert code == 2
+    assert re.fullmatch("error: " + message + ".*", one_line_error(err))
+    assert not list((pipeline_ws / "models").glob("ft.*"))
+    assert not (pipeline_ws / "metrics/train/ft.csv").exists()

@@ -10,7 +10,6 @@ pipeline.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import re
@@ -26,12 +25,13 @@ from conftest import REPO, make_text
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from charlab import params
 from charlab.encoding import CorpusError, Vocab, VocabError, decode_utf8, split_bounds
 from charlab.io import json_text
 from charlab.lm import generate, score
 from charlab.ngram import NGramLM
-from charlab.params import ParamsError
+from charlab.params.core import ParamsError, load
+from charlab.params.data import url_problem
+from charlab.params.sections import validate_all
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -123,7 +123,7 @@ def test_ngram_scoring_on_any_unicode_is_finite_and_normalised(data: st.DataObje
 
 # --- params: any value in any key gives one ParamsError line, or values the stages can use -
 
-DEFAULT_PARAMS = params.load(REPO / "params.yaml")
+DEFAULT_PARAMS = load(REPO / "params.yaml")
 CORPUS = make_text(400, seed=7)
 
 # what a params.yaml can hold: YAML's scalars (huge integers, nan, inf, the strings YAML
@@ -199,7 +199,7 @@ def edited_params(draw: st.DrawFn) -> dict:
 def _usable(checked: dict) -> None:
     """What the stages do with accepted values works: no overflow, no NaN, no traceback."""
     d = checked["download"]
-    assert params.url_problem(d.url) is None
+    assert url_problem(d.url) is None
     urllib.parse.urlparse(d.url).port  # noqa: B018
     with socket.socket() as s:
         s.settimeout(d.timeout)  # the OverflowError of issue 12 came from here
@@ -217,8 +217,7 @@ def _usable(checked: dict) -> None:
         assert math.isfinite(s.nll) and s.nll > 0
     for name, cfg in checked["train"].items():
         assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name)
-        for f in dataclasses.fields(cfg):
-            v = getattr(cfg, f.name)
+        for v in cfg.to_dict().values():
             if isinstance(v, float):
                 assert math.isfinite(v)
         torch.Generator().manual_seed(cfg.seed)
@@ -235,7 +234,7 @@ def _usable(checked: dict) -> None:
 @given(raw=edited_params())
 def test_any_params_value_is_a_params_error_or_usable(raw: dict) -> None:
     try:
-        checked = params.validate_all(raw)
+        checked = validate_all(raw)
     except ParamsError as e:  # one line, naming a key path (or the section)
         assert str(e) and str(e).isprintable()  # one line, whatever the keys hold
         return

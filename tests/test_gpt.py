@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import train_entry
 from test_train import assert_same_weights, corpus, read_curve, weights  # noqa: F401
 
 from charlab.checkpoint import load_checkpoint
 from charlab.encoding import Corpus
-from charlab.gpt import GPT, GPTLM, GPTConfig, KVCache
+from charlab.families.gpt import GPT, GPTLM, GPTConfig, KVCache
 from charlab.lm import generate, score
 from charlab.models import load_model
-from charlab.params import TrainParams, parse
-from charlab.train import TrainingInterrupted, train
+from charlab.params.training import TrainParams, parse_entry
+from charlab.training.guard import TrainingInterrupted
 
 V = 11
 
@@ -174,19 +175,19 @@ def gpt_cfg(**kw) -> TrainParams:
                 lr=0.01, max_steps=30, eval_every=10, device="cpu", threads=1, dropout=0.0,
                 warmup_steps=2)
     base.update(kw)
-    return parse(TrainParams, base, "train.g")
+    return parse_entry(base, "train.g")
 
 
 def test_trainer_trains_checkpoints_and_loads_a_gpt(corpus: Corpus, tmp_path: Path) -> None:  # noqa: F811
-    res = train(gpt_cfg(), corpus, checkpoint_path=tmp_path / "g.pt",
-                curve_path=tmp_path / "g.csv", name="g", progress=False)
+    res = train_entry(gpt_cfg(), corpus, checkpoint_path=tmp_path / "g.pt",
+                      curve_path=tmp_path / "g.csv", name="g", progress=False)
     rows = read_curve(tmp_path / "g.csv")
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"]) - 0.2
     assert float(rows[-1]["val_loss"]) < np.log(corpus.vocab.size) - 0.5
     net, vocab, info = load_checkpoint(tmp_path / "g.pt")
     assert isinstance(net, GPT) and net.config.context == 16 and vocab == corpus.vocab
-    assert info["params"]["seq_length"] == 16  # a GPT trains on windows of context
+    assert info["params"]["context"] == 16 and "seq_length" not in info["params"]
     lm = load_model(tmp_path / "g.pt", corpus.vocab)
     assert isinstance(lm, GPTLM)
     assert score(lm, corpus.split("val")).nll == pytest.approx(res.best_val_loss, abs=1e-6)
@@ -197,8 +198,8 @@ def test_gpt_resume_after_interrupt_is_bit_identical(corpus: Corpus, tmp_path: P
     c = gpt_cfg(dropout=0.2, max_steps=16, eval_every=8)
 
     def run(d: str, **kw):
-        return train(c, corpus, checkpoint_path=tmp_path / d / "g.pt",
-                     curve_path=tmp_path / d / "g.csv", name="g", progress=False, **kw)
+        return train_entry(c, corpus, checkpoint_path=tmp_path / d / "g.pt",
+                           curve_path=tmp_path / d / "g.csv", name="g", progress=False, **kw)
 
     def hook(k: int, model: torch.nn.Module) -> None:
         if k == 11:

@@ -27,6 +27,7 @@ from helpers import (
     snapshot,
     stage_argv,
     temp_leftovers,
+    train_entry,
 )
 
 from charlab.corpus import download
@@ -34,7 +35,6 @@ from charlab.encoding import Corpus, encode_corpus
 from charlab.evaluate import evaluate, write_metrics
 from charlab.io import OutputError, atomic_path, atomic_paths
 from charlab.ngram import NGramLM
-from charlab.train import train
 
 FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 DVC_NOTE = (r"dvc repro deletes a stage's outputs before running it; `dvc checkout <path>` "
@@ -199,8 +199,8 @@ def test_disk_full_leaves_the_previous_output(pipeline_ws: Path, disk_full, http
             write_metrics(evaluate(models, corpus), "metrics/metrics.csv",
                           "metrics/metrics.json", "metrics/test_bpc.csv")
         else:
-            train(tiny_params(seed=99), corpus, checkpoint_path="models/rnn.pt",
-                  curve_path="metrics/train/rnn.csv", name="rnn", progress=False)
+            train_entry(tiny_params(seed=99), corpus, checkpoint_path="models/rnn.pt",
+                        curve_path="metrics/train/rnn.csv", name="rnn", progress=False)
     if what == "download":
         assert http_server.requests == 1  # a full disk is not a network fault: no retry
     if what == "checkpoint":  # a fresh run drops the old resume state; the rest stays

@@ -1,4 +1,5 @@
-"""CharRNN shapes, parameter counts, the fused Elman path, dropout, and the RNNLM adapter."""
+"""CharRNN shapes, parameter counts, the fused Elman path, dropout, and its scoring adapter
+(StreamingLM)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from charlab.families.recurrent import CharRNN, ModelConfig
+from charlab.families.recurrent_kernels import dropout
+from charlab.families.streaming import SCORE_LOGITS_BYTES, StreamingLM
 from charlab.lm import LanguageModel, generate, score
-from charlab.model import RNNLM, SCORE_LOGITS_BYTES, CharRNN, ModelConfig, dropout
 from charlab.runtime import dtype_trace
 
 
@@ -185,7 +188,7 @@ def sequential_log_probs(m: CharRNN, ids: np.ndarray) -> np.ndarray:
 def test_log_probs_batched_matches_sequential(cell: str) -> None:
     m = make(cell=cell, layers=2, hidden_size=24)
     ids = text_ids(5000)
-    lm = RNNLM(m, "cpu", burn_in=64, chunk=50)
+    lm = StreamingLM(m, "cpu", burn_in=64, chunk=50)
     batched = lm.log_probs(ids)
     seq = sequential_log_probs(m, ids)
     assert batched.shape == (len(ids) - 1,)
@@ -199,9 +202,9 @@ def test_log_probs_batched_matches_sequential(cell: str) -> None:
 def test_log_probs_short_text_is_one_exact_stream() -> None:
     m = make(hidden_size=16)
     ids = text_ids(300)
-    np.testing.assert_allclose(RNNLM(m, "cpu").log_probs(ids), sequential_log_probs(m, ids),
+    np.testing.assert_allclose(StreamingLM(m, "cpu").log_probs(ids), sequential_log_probs(m, ids),
                                rtol=1e-5, atol=1e-6)
-    assert RNNLM(m, "cpu").log_probs(ids[:1]).shape == (0,)
+    assert StreamingLM(m, "cpu").log_probs(ids[:1]).shape == (0,)
 
 
 def logits_bytes(m: CharRNN) -> list[int]:
@@ -219,12 +222,12 @@ def test_scoring_memory_is_bounded_for_a_large_vocabulary() -> None:
     m = make(vocab=2000, hidden_size=8)
     ids = text_ids(40_000, vocab=2000)
     sizes = logits_bytes(m)
-    lm = RNNLM(m, "cpu")
+    lm = StreamingLM(m, "cpu")
     got = lm.log_probs(ids)
     assert max(sizes) <= SCORE_LOGITS_BYTES
     assert lm._plan(len(ids) - 1) == (39, 215)
     # same streams, 16 steps per call: the same scores up to float32 rounding
-    np.testing.assert_allclose(got, RNNLM(m, "cpu", chunk=16).log_probs(ids), rtol=1e-6,
+    np.testing.assert_allclose(got, StreamingLM(m, "cpu", chunk=16).log_probs(ids), rtol=1e-6,
                                atol=1e-5)
     # the first stream is exactly a sequential pass from the empty state
     np.testing.assert_allclose(got[:1000], sequential_log_probs(m, ids[:1001]), rtol=1e-5,
@@ -236,7 +239,7 @@ def test_scoring_budget_below_one_step_runs_fewer_streams(budget: int, streams: 
     m = make(vocab=50, layers=2, hidden_size=24)
     ids = text_ids(5000, vocab=50)
     sizes = logits_bytes(m)
-    lm = RNNLM(m, "cpu", burn_in=64, max_logits_bytes=budget)
+    lm = StreamingLM(m, "cpu", burn_in=64, max_logits_bytes=budget)
     assert lm._plan(len(ids) - 1) == (streams, 1)
     got = lm.log_probs(ids)
     # V * 4 bytes (one stream, one step) is the floor, whatever the budget
@@ -250,12 +253,12 @@ def test_scoring_budget_below_one_step_runs_fewer_streams(budget: int, streams: 
 
 def test_scoring_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_logits_bytes"):
-        RNNLM(make(), "cpu", max_logits_bytes=0)
+        StreamingLM(make(), "cpu", max_logits_bytes=0)
 
 
 def test_start_step_agree_with_log_probs() -> None:
     m = make(layers=2, hidden_size=16)
-    lm = RNNLM(m, "cpu")
+    lm = StreamingLM(m, "cpu")
     assert isinstance(lm, LanguageModel)
     ids = text_ids(40)
     lp, state = lm.start(ids[:1])
@@ -274,7 +277,7 @@ def test_start_step_agree_with_log_probs() -> None:
 def test_adapter_restores_training_mode_and_scores() -> None:
     m = make(hidden_size=16, dropout=0.5)
     m.train()
-    lm = RNNLM(m, torch.device("cpu"))
+    lm = StreamingLM(m, torch.device("cpu"))
     a = lm.log_probs(text_ids(100))
     b = lm.log_probs(text_ids(100))
     np.testing.assert_array_equal(a, b)  # eval mode: dropout off, deterministic

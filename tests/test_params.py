@@ -12,32 +12,29 @@ import yaml
 from conftest import tiny_params
 from helpers import one_line_error, run_stage, snapshot
 
-from charlab import params
-from charlab.params import (
-    EncodeParams,
-    NgramParams,
-    ParamsError,
-    SampleParams,
-    TrainParams,
-    check_train_split,
-    parse,
-    train_models,
-)
+from charlab import models
+from charlab.params import core, data, readers, sections, training
+from charlab.params.core import ParamsError, parse
+from charlab.params.data import EncodeParams, NgramParams
+from charlab.params.readers import SampleParams
+from charlab.params.training import parse_entry, train_models
+from charlab.training import plan
+from charlab.training.plan import check_train_split
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_default_params_file_is_valid():
-    raw = params.load(REPO / "params.yaml")
-    params.section(raw, "download", params.DownloadParams)
-    params.section(raw, "encode", EncodeParams)
-    assert params.section(raw, "ngram", NgramParams).orders == [4, 10]
+    raw = core.load(REPO / "params.yaml")
+    core.section(raw, "download", data.DownloadParams)
+    core.section(raw, "encode", EncodeParams)
+    assert core.section(raw, "ngram", NgramParams).orders == [4, 10]
     models = train_models(raw)
     assert list(models) == ["rnn", "rnn3"]
-    assert (models["rnn3"].layers, models["rnn3"].hidden_size) == (3, 512)
-    assert models["rnn3"].dropout == 0.1
-    params.section(raw, "sample", SampleParams)
-    params.section(raw, "evaluate", params.EvaluateParams)
+    assert (models["rnn3"].net.layers, models["rnn3"].net.hidden_size) == (3, 512)
+    assert models["rnn3"].net.dropout == 0.1
+    core.section(raw, "sample", SampleParams)
+    core.section(raw, "evaluate", readers.EvaluateParams)
 
 
 @pytest.mark.parametrize("entry,message", [
@@ -79,8 +76,8 @@ def test_train_section_errors(raw, message):
     (NgramParams, {"orders": [4, "x"]}, r"orders\[1\]: must be an integer"),
     (NgramParams, {"smoothing": "magic"}, "smoothing: must be one of"),
     (SampleParams, {"top_k": 0}, r"top_k: must be >= 1 or null"),
-    (params.DownloadParams, {"url": "x", "sha256": "abc"}, "must be 64 hex digits"),
-    (params.DownloadParams, {}, r"url: missing"),
+    (data.DownloadParams, {"url": "x", "sha256": "abc"}, "must be 64 hex digits"),
+    (data.DownloadParams, {}, r"url: missing"),
 ])
 def test_section_errors(cls, raw, message):
     with pytest.raises(ParamsError, match=message):
@@ -88,9 +85,9 @@ def test_section_errors(cls, raw, message):
 
 
 def test_defaults_fill_missing_keys():
-    cfg = parse(TrainParams, {"layers": 2}, "train.x")
-    assert cfg.layers == 2 and cfg.cell == "rnn"
-    assert parse(TrainParams, {"lr": 1}, "t").lr == 1.0  # an int is a fine float
+    cfg = parse_entry({"layers": 2}, "train.x")
+    assert cfg.net.layers == 2 and cfg.cell == "rnn"
+    assert parse_entry({"lr": 1}, "t").lr == 1.0  # an int is a fine float
 
 
 @pytest.mark.parametrize("text,message", [
@@ -101,19 +98,19 @@ def test_load_errors(tmp_path, text, message):
     f = tmp_path / "params.yaml"
     f.write_text(text)
     with pytest.raises(ParamsError, match=message):
-        params.load(f)
+        core.load(f)
 
 
 def test_load_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="file not found"):
-        params.load(tmp_path / "nope.yaml")
+        core.load(tmp_path / "nope.yaml")
 
 
 def test_yaml_tags_are_not_executed(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("x: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
-        params.load(f)
+        core.load(f)
 
 
 GPT = {"cell": "gpt", "layers": 2, "heads": 4, "hidden_size": 64, "context": 32}
@@ -121,18 +118,20 @@ GPT = {"cell": "gpt", "layers": 2, "heads": 4, "hidden_size": 64, "context": 32}
 
 def test_gpt_entry_parses_and_trains_on_windows_of_context():
     cfg = train_models({"train": {"g": GPT}})["g"]
-    assert (cfg.cell, cfg.heads, cfg.context) == ("gpt", 4, 32)
+    assert (cfg.cell, cfg.net.heads, cfg.net.context) == ("gpt", 4, 32)
     assert cfg.seq_length == 32  # a GPT's batches are windows of `context` characters
     rnn = train_models({"train": {"r": {}}})["r"]
-    assert rnn.heads is None and rnn.context is None and rnn.init_from is None
+    assert not hasattr(rnn.net, "heads") and not hasattr(rnn.net, "context")
+    assert rnn.init_from is None
 
 
 @pytest.mark.parametrize("entry,message", [
     ({**GPT, "embedding_size": 16},
-     r"^train\.g\.embedding_size: not a key of cell: gpt \(an RNN's input embedding; a GPT "
-     r"always embeds\); a gpt entry has heads, context instead$"),
-    ({**GPT, "seq_length": 16}, r"^train\.g\.seq_length: not a key of cell: gpt \(an RNN's "
-                                r"truncated-BPTT length; a GPT trains on windows of context"),
+     r"^train\.g\.embedding_size: only a cell: rnn, lstm or gru entry has this key \(an RNN's "
+     r"input embedding; a GPT always embeds\); this entry is cell: gpt$"),
+    ({**GPT, "seq_length": 16}, r"^train\.g\.seq_length: only a cell: rnn, lstm or gru entry "
+                                r"has this key \(an RNN's truncated-BPTT length; a GPT trains "
+                                r"on windows of context"),
     ({k: v for k, v in GPT.items() if k != "heads"},
      r"^train\.g\.heads: missing \(required for cell: gpt, attention heads"),
     ({k: v for k, v in GPT.items() if k != "context"}, r"^train\.g\.context: missing"),
@@ -140,7 +139,7 @@ def test_gpt_entry_parses_and_trains_on_windows_of_context():
     ({**GPT, "heads": 3}, r"^train\.g\.hidden_size: 64 must be a multiple of train\.g\.heads "
                           r"\(3\): each head gets hidden_size / heads$"),
     ({**GPT, "heads": 0}, r"^train\.g\.heads: must be > 0, got 0$"),
-    ({**GPT, "context": 2.5}, r"^train\.g\.context: must be an integer or null, got 2\.5$"),
+    ({**GPT, "context": 2.5}, r"^train\.g\.context: must be an integer, got 2\.5$"),
     ({"cell": "rnn", "heads": 4},
      r"^train\.g\.heads: only a cell: gpt entry has this key \(attention heads, dividing "
      r"hidden_size\); this entry is cell: rnn$"),
@@ -182,9 +181,9 @@ def test_finetune_entries_follow_train_entries():
     raw = {"train": {"a": {}}, "finetune": {"b": {"init_from": "a"}, "c": {"init_from": "base"}}}
     models = train_models(raw)
     assert list(models) == ["a", "b", "c"]
-    assert params.init_entry(models["b"]) == "a" and params.init_entry(models["c"]) == "base"
-    assert params.section_of(raw, "b") == "finetune" and params.section_of(raw, "a") == "train"
-    assert params.init_entry(parse(TrainParams, {"init_from": "x/y.pt"}, "t")) is None
+    assert training.init_entry(models["b"]) == "a" and training.init_entry(models["c"]) == "base"
+    assert training.section_of(raw, "b") == "finetune" and training.section_of(raw, "a") == "train"
+    assert training.init_entry(parse_entry({"init_from": "x/y.pt"}, "t")) is None
     assert list(train_models({"train": {"a": {}}, "finetune": None})) == ["a"]
 
 
@@ -192,12 +191,12 @@ def test_gpt_split_check_names_context():
     cfg = train_models({"train": {"g": {**GPT, "batch_size": 2}}})["g"]
     with pytest.raises(ParamsError, match=r"^train\.g\.context: 32 is too long for the train "
                                           r"split of 20 characters \(each step reads context"):
-        params.check_train_split(cfg, "g", 20)
+        plan.check_train_split(cfg, "train.g", 20)
 
 # --- values that used to be accepted and then failed later (issue 12) --------------------
 
 def _default() -> dict:
-    return params.load(REPO / "params.yaml")
+    return core.load(REPO / "params.yaml")
 
 
 def _edit(path: str, value) -> dict:
@@ -298,14 +297,14 @@ def _edit(path: str, value) -> dict:
 ])
 def test_validate_all_rejects_what_used_to_fail_later(key, value, message):
     with pytest.raises(ParamsError, match=message):
-        params.validate_all(_edit(key, value))
+        sections.validate_all(_edit(key, value))
 
 
 @pytest.mark.parametrize("url", ["file:///data/corpus.txt", "file://localhost/data/corpus.txt",
                                  "https://example.com/a.txt", "http://[::1]:8000/x.txt",
                                  "data/corpus.txt", "/abs/corpus.txt"])
 def test_good_urls_pass(url):
-    assert params.validate_all(_edit("download.url", url))["download"].url == url
+    assert sections.validate_all(_edit("download.url", url))["download"].url == url
 
 
 def test_a_number_written_as_yaml_reads_a_string_is_the_number_meant(tmp_path):
@@ -315,16 +314,16 @@ def test_a_number_written_as_yaml_reads_a_string_is_the_number_meant(tmp_path):
         "lr: 0.002", "lr: 2.0e3").replace("add_k: 0.01", "add_k: '.5'")
     assert "lr: 1e-3" in text and "lr: 2.0e3" in text
     (tmp_path / "params.yaml").write_text(text)
-    raw = params.load(tmp_path / "params.yaml")
+    raw = core.load(tmp_path / "params.yaml")
     assert raw["train"]["rnn"]["lr"] == "1e-3"  # what YAML gives
-    checked = params.validate_all(raw)
+    checked = sections.validate_all(raw)
     assert checked["train"]["rnn"].lr == 0.001
     assert checked["train"]["rnn3"].lr == 2000.0
     assert checked["ngram"].add_k == 0.5
 
 
 def test_validate_all_checks_every_section_and_knows_no_other():
-    checked = params.validate_all(_default())
+    checked = sections.validate_all(_default())
     assert list(checked) == ["download", "encode", "ngram", "train", "finetune", "sample",
                              "evaluate", "analyze"]
     assert list(checked["train"]) == ["rnn", "rnn3"]
@@ -333,44 +332,44 @@ def test_validate_all_checks_every_section_and_knows_no_other():
     with pytest.raises(ParamsError, match=r"^sampel: unknown section; allowed sections: "
                                           r"download, encode, ngram, train, finetune, sample, "
                                           r"evaluate, analyze$"):
-        params.validate_all(raw)
+        sections.validate_all(raw)
     raw = _default()
     del raw["evaluate"]
     with pytest.raises(ParamsError, match=r"^evaluate: section missing from params$"):
-        params.validate_all(raw)
+        sections.validate_all(raw)
 
 
 def test_a_new_section_is_one_registration(monkeypatch):
     @dataclasses.dataclass(frozen=True)
     class BenchParams:
-        repeats: int = dataclasses.field(default=3, metadata={"check": params.positive})
+        repeats: int = dataclasses.field(default=3, metadata={"check": core.positive})
 
-    monkeypatch.setattr(params, "SECTIONS", dict(params.SECTIONS))
-    params.register_section("bench", BenchParams)
+    monkeypatch.setattr(sections, "SECTIONS", dict(sections.SECTIONS))
+    sections.register_section("bench", BenchParams)
     raw = _default()
     with pytest.raises(ParamsError, match=r"^bench: section missing"):
-        params.validate_all(raw)
+        sections.validate_all(raw)
     raw["bench"] = {"repeats": 0}
     with pytest.raises(ParamsError, match=r"^bench\.repeats: must be > 0, got 0$"):
-        params.validate_all(raw)
+        sections.validate_all(raw)
     raw["bench"] = {"repeats": 2}
-    assert params.validate_all(raw)["bench"].repeats == 2
+    assert sections.validate_all(raw)["bench"].repeats == 2
 
 
 def test_model_set_round_trip_and_errors(tmp_path):
-    ms = params.ModelSet.from_params(params.validate_all(_edit("ngram.orders", [10, 4])))
-    assert ms == params.ModelSet((4, 10), ("rnn", "rnn3"))
+    ms = models.ModelSet.from_params(sections.validate_all(_edit("ngram.orders", [10, 4])))
+    assert ms == models.ModelSet((4, 10), ("rnn", "rnn3"))
     path = tmp_path / "models.json"
     path.write_text(json.dumps(ms.to_json()))
-    assert params.ModelSet.load(path) == ms
+    assert models.ModelSet.load(path) == ms
     for text, message in [("{", "not a model-set file: Expecting"),
                           ('{"ngram_orders": [4], "trained": [1]}', "not a model-set file: "
                                                                      "expected")]:
         path.write_text(text)
-        with pytest.raises(params.ModelSetError, match=r"models\.json: " + message):
-            params.ModelSet.load(path)
-    with pytest.raises(params.ModelSetError, match=r"nope\.json: missing \(the validate stage"):
-        params.ModelSet.load(tmp_path / "nope.json")
+        with pytest.raises(models.ModelSetError, match=r"models\.json: " + message):
+            models.ModelSet.load(path)
+    with pytest.raises(models.ModelSetError, match=r"nope\.json: missing \(the validate stage"):
+        models.ModelSet.load(tmp_path / "nope.json")
 
 
 def _validate_stage(tmp_path: Path, raw: dict) -> subprocess.CompletedProcess:
@@ -391,7 +390,7 @@ def test_validate_stage_writes_a_constant_ok_and_the_model_set(tmp_path):
     # another valid params file: the same ok file (nothing downstream reruns for it)
     proc = _validate_stage(tmp_path, _edit("train.rnn3.lr", 0.5))
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "data/params.ok").read_bytes() == ok == params.PARAMS_OK.encode()
+    assert (tmp_path / "data/params.ok").read_bytes() == ok == sections.PARAMS_OK.encode()
 
 
 def test_validate_stage_error_is_one_line(tmp_path):
@@ -443,16 +442,16 @@ def test_bad_yaml_is_one_line(pipeline_ws: Path, capsys, text: bytes, message: s
         "encode.test_fraction", "encode-sum-over-1", "ngram.discount", "sample.temperature",
         "sample.prime-type", "evaluate.device", "evaluate-not-a-mapping"])
 def test_params_section_errors_name_the_key(name: str, raw: Any, message: str) -> None:
-    cls = {"download": params.DownloadParams, "encode": params.EncodeParams,
-           "ngram": params.NgramParams, "sample": params.SampleParams,
-           "evaluate": params.EvaluateParams}[name]
+    cls = {"download": data.DownloadParams, "encode": data.EncodeParams,
+           "ngram": data.NgramParams, "sample": readers.SampleParams,
+           "evaluate": readers.EvaluateParams}[name]
     with pytest.raises(ParamsError, match=message):
-        params.section({name: raw}, name, cls)
+        core.section({name: raw}, name, cls)
 
 
 def test_params_missing_section() -> None:
     with pytest.raises(ParamsError, match=r"^encode: section missing from params$"):
-        params.section({"ecnode": {}}, "encode", params.EncodeParams)
+        core.section({"ecnode": {}}, "encode", data.EncodeParams)
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -482,5 +481,5 @@ def test_seq_length_or_batch_longer_than_the_split(seq_length: int, batch_size: 
                                                    n_train: int, message: str) -> None:
     cfg = tiny_params(seq_length=seq_length, batch_size=batch_size)
     with pytest.raises(ParamsError, match=message):
-        check_train_split(cfg, "m", n_train)
-    check_train_split(cfg, "m", batch_size * (seq_length + 1))  # exactly enough: fine
+        check_train_split(cfg, "train.m", n_train)
+    check_train_split(cfg, "train.m", batch_size * (seq_length + 1))  # exactly enough: fine

@@ -149,6 +149,14 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     # nothing changed: nothing reruns
     assert stages_run(run(["dvc", "repro"], repo)) == set()
 
+    # a reader's params module edited (a comment: the outputs stay the same): the readers
+    # and validate rerun, no data stage and no training
+    readers = repo / "src/charlab/params/readers.py"
+    readers.write_text(readers.read_text() + "\n# an edit\n")
+    rerun = stages_run(run(["dvc", "repro"], repo))
+    assert {"validate", "sample", "evaluate", "analyze"} <= rerun
+    assert rerun <= {"validate", "sample", "evaluate", "analyze", "report"}
+
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
 
@@ -194,6 +202,33 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     run(["dvc", "exp", "run", "-S", f"+train.gru2={gru}"], repo)
     assert "gru2" in json.loads((repo / "metrics/metrics.json").read_text())
     assert (repo / "samples/gru2.txt").is_file()
+
+
+def test_a_gpt_entry_added_from_the_command_line_goes_through_every_stage(tmp_path,
+                                                                         http_server):
+    """The README's one-liner that adds a GPT (Hydra's + appends a key) beside an RNN: the
+    pipeline trains and scores it, analyze skips its units and says why, the report lists
+    it; no traceback anywhere (analyze used to stop with `unknown cell 'gpt'`)."""
+    repo = make_repo(tmp_path, http_server, make_text(12_000, seed=6), lambda p: p.update(
+        train={"rnn": p["train"]["rnn"]}, ngram={**p["ngram"], "orders": [2]}))
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "rnn"], repo)
+    gpt = "{cell: gpt, layers: 1, heads: 2, hidden_size: 16, context: 16, batch_size: 4, " \
+          "max_steps: 4, eval_every: 2, threads: 1, device: cpu}"
+    out = run(["dvc", "exp", "run", "-S", f"+train.gpt={gpt}"], repo)
+    assert "Traceback" not in out
+    assert stages_run(out) == {"validate", "train@gpt", "sample", "evaluate", "analyze",
+                               "report"}
+    assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
+        "ngram2", "rnn", "gpt"}
+    summary = json.loads((repo / "metrics/analysis/summary.json").read_text())
+    assert [c["model"] for c in summary["cells"]] == ["rnn"]
+    assert summary["skipped"] == [{"model": "gpt", "why": "gpt: a Transformer has no "
+                                                          "recurrent units to read"}]
+    report = (repo / "metrics/report.md").read_text()
+    assert "| gpt |" in report and "Units not read: gpt (gpt: a Transformer" in report
+    assert (repo / "samples/gpt.txt").is_file()
 
 
 def _wide(n: int) -> str:

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from charlab import params
+from charlab.params.core import load
+from charlab.params.training import train_models
 from charlab.profiles import ProfileError, command, hydra_value, merged, overrides
 
 
@@ -72,11 +73,11 @@ def test_missing_profile(tmp_path: Path) -> None:
 
 def test_the_gpu_profile_is_valid_and_trains_the_three_models() -> None:
     prof = yaml.safe_load((REPO / "profiles" / "gpu.yaml").read_text())
-    raw = merged(params.load(REPO / "params.yaml"), prof)
-    models = params.train_models(raw)
+    raw = merged(load(REPO / "params.yaml"), prof)
+    models = train_models(raw)
     assert {"rnn", "rnn3", "lstm3"} <= set(models)
     lstm = models["lstm3"]
-    assert (lstm.cell, lstm.layers, lstm.hidden_size) == ("lstm", 3, 512)
+    assert (lstm.cell, lstm.net.layers, lstm.net.hidden_size) == ("lstm", 3, 512)
     assert overrides(REPO / "profiles" / "gpu.yaml", REPO / "params.yaml")
 
 

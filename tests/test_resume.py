@@ -4,7 +4,6 @@ uninterrupted run."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import re
@@ -15,23 +14,32 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY
-from helpers import ENCODED, PY, REPO, edit_params, stage_argv, temp_leftovers, wait_for
+from helpers import (
+    ENCODED,
+    PY,
+    REPO,
+    edit_params,
+    stage_argv,
+    temp_leftovers,
+    train_entry,
+    wait_for,
+)
 
-from charlab import params
 from charlab.encoding import Corpus
-from charlab.params import TrainParams, parse
-from charlab.train import train
+from charlab.params.core import load
+from charlab.params.training import parse_entry, train_models
 
 KILL_DRIVER = r'''
 import io, json, os, signal, sys
 from pathlib import Path
 import torch
 from charlab.encoding import Corpus
-from charlab.params import TrainParams, parse
-from charlab.train import train
+from charlab.params.training import parse_entry
+from charlab.training.loop import train
+from charlab.training.plan import make_plan, run_paths
 
 enc, out, kill_at, how = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cfg = parse(TrainParams, json.loads(sys.argv[5]), "train.m")
+cfg = parse_entry(json.loads(sys.argv[5]), "train.m")
 corpus = Corpus.load(enc / "vocab.json", enc / "corpus.bin", enc / "split.json")
 real_save = torch.save
 
@@ -51,8 +59,8 @@ def hook(step, model):
             os.kill(os.getpid(), signal.SIGKILL)
         torch.save = dying_save  # the next checkpoint or resume-state write dies halfway
 
-train(cfg, corpus, checkpoint_path=out / "m.pt", curve_path=out / "m.csv", name="m",
-      progress=False, on_step=hook)
+train(make_plan(cfg, "train.m", run_paths(out / "m.pt", out / "m.csv"),
+                train_chars=len(corpus.split("train")), progress=False, on_step=hook), corpus)
 '''
 
 
@@ -71,8 +79,8 @@ def test_sigkill_at_seeded_steps_then_resume_equals_an_uninterrupted_run(pipelin
                eval_every=6, checkpoint_every=5)
     corpus = Corpus.load(*(pipeline_built / p for p in ENCODED))
     straight = tmp_path / "straight"
-    train(parse(TrainParams, cfg, "train.m"), corpus, checkpoint_path=straight / "m.pt",
-          curve_path=straight / "m.csv", name="m", progress=False)
+    train_entry(parse_entry(cfg, "train.m"), corpus, checkpoint_path=straight / "m.pt",
+                curve_path=straight / "m.csv", name="m", progress=False)
 
     rng = random.Random(20240606)
     steps = sorted(rng.sample(range(1, cfg["max_steps"]), 3))
@@ -124,9 +132,10 @@ def test_sigint_sigterm_save_the_state_and_resume_continues(pipeline_ws: Path, s
     assert temp_leftovers(pipeline_ws) == []
     # continue the interrupted run, a few more steps
     corpus = Corpus.load(*(pipeline_ws / p for p in ENCODED))
-    cfg = params.train_models(params.load(pipeline_ws / "params.yaml"))["rnn"]
-    res = train(parse(TrainParams, {**dataclasses.asdict(cfg), "resume": True,
-                                    "max_steps": step + 3},
-                      "train.rnn"), corpus, checkpoint_path=pipeline_ws / "models/rnn.pt",
-                curve_path=pipeline_ws / "metrics/train/rnn.csv", name="rnn", progress=False)
+    cfg = train_models(load(pipeline_ws / "params.yaml"))["rnn"]
+    res = train_entry(parse_entry({**cfg.to_dict(), "resume": True, "max_steps": step + 3},
+                                  "train.rnn"), corpus,
+                      checkpoint_path=pipeline_ws / "models/rnn.pt",
+                      curve_path=pipeline_ws / "metrics/train/rnn.csv", name="rnn",
+                      progress=False)
     assert res.resumed_from == step and res.steps == step + 3

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_params
-from helpers import ENCODED
+from helpers import ENCODED, train_entry
 
 from charlab.encoding import Corpus
+from charlab.params.core import ParamsError
 from charlab.runtime import (
     BF16,
     FP32,
@@ -24,7 +25,6 @@ from charlab.runtime import (
     resolve_device,
     resolve_precision,
 )
-from charlab.train import train
 
 H100 = Hardware("cuda", bf16=True, tf32=True, name="NVIDIA H100 80GB HBM3")
 V100 = Hardware("cuda", bf16=False, tf32=False, name="Tesla V100-SXM2-16GB")
@@ -112,12 +112,14 @@ def test_cuda_without_gpu_is_an_error_and_auto_falls_back(pipeline_built: Path, 
         resolve_device("mps")
     assert resolve_device("auto") == torch.device("cpu")
     corpus = Corpus.load(*(pipeline_built / p for p in ENCODED))
-    res = train(tiny_params(device="auto", max_steps=2), corpus, checkpoint_path=tmp_path / "m.pt",
-                curve_path=tmp_path / "m.csv", name="m", progress=False)
+    res = train_entry(tiny_params(device="auto", max_steps=2), corpus,
+                      checkpoint_path=tmp_path / "m.pt", curve_path=tmp_path / "m.csv", name="m",
+                      progress=False)
     assert res.device == "cpu"
-    with pytest.raises(DeviceError, match="CUDA is not available"):
-        train(tiny_params(device="cuda"), corpus, checkpoint_path=tmp_path / "c.pt",
-              curve_path=tmp_path / "c.csv", name="c", progress=False)
+    with pytest.raises(ParamsError, match=r"^train\.c\.device: device 'cuda' requested but "
+                                          "CUDA is not available"):
+        train_entry(tiny_params(device="cuda"), corpus, checkpoint_path=tmp_path / "c.pt",
+                    curve_path=tmp_path / "c.csv", name="c", progress=False)
     assert not (tmp_path / "c.pt").exists() and not (tmp_path / "c.csv").exists()
 
 

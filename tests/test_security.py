@@ -13,16 +13,18 @@ import pytest
 import yaml
 from helpers import REPO, write_malicious
 
-from charlab import params
 from charlab.checkpoint import CheckpointError
 from charlab.corpus import DownloadError
 from charlab.encoding import CorpusError, Vocab
-from charlab.errors import CharlabError
+from charlab.errors import CharlabError, TrainingError
+from charlab.families import FAMILIES
 from charlab.io import OutputError
 from charlab.ngram import NGramFileError, NGramLM
-from charlab.params import ParamsError, TrainParams
+from charlab.params.core import ParamsError
+from charlab.params.data import DownloadParams, EncodeParams, NgramParams
+from charlab.params.readers import EvaluateParams, SampleParams
+from charlab.params.training import TrainParams, train_models
 from charlab.runtime import DeviceError
-from charlab.train import TrainingError
 
 
 def _calls(path: Path) -> Iterator[tuple[str, ast.Call]]:
@@ -78,7 +80,7 @@ def test_malicious_ngram_file_never_runs_its_code(tmp_path: Path) -> None:
                                   ".hidden", "models/rnn", "~root", "a b", ""])
 def test_model_names_from_params_cannot_name_a_path(name: str) -> None:
     with pytest.raises(ParamsError, match="model names must be letters, digits, _ or -"):
-        params.train_models({"train": {name: {}}})
+        train_models({"train": {name: {}}})
 
 
 def test_output_paths_come_from_dvc_yaml_and_stay_in_the_repo() -> None:
@@ -95,8 +97,8 @@ def test_output_paths_come_from_dvc_yaml_and_stay_in_the_repo() -> None:
     for out in outs:
         assert not Path(out).is_absolute() and ".." not in Path(out).parts, out
         assert set(re.findall(r"\$\{([^}]*)\}", out)) <= {"key"}, out
-    for cls in (params.DownloadParams, params.EncodeParams, params.NgramParams, TrainParams,
-                params.SampleParams, params.EvaluateParams):
+    for cls in (DownloadParams, EncodeParams, NgramParams, TrainParams, SampleParams,
+                EvaluateParams, *(f.Keys for f in FAMILIES)):
         fields = {f for f in cls.__dataclass_fields__}
         assert not {f for f in fields if re.search(r"(^|_)(path|dir|out|file)s?($|_)", f)}, cls
 

@@ -1,6 +1,7 @@
 """dvc.yaml lists, for every stage, its script and each charlab module it imports (directly
-or through another module): an edited module must rerun exactly the stages that use it.
-Each stage rejects bad params before any work.
+or through another module; a package whose modules it all imports as the package's folder):
+an edited module must rerun exactly the stages that use it. Each stage rejects bad params
+before any work.
 
 Imports at module level must be listed, and so must those of every listed module. An import
 inside a function (models.load_model imports the model families it loads) may be left out
@@ -68,15 +69,36 @@ def closure(script: Path, nested: bool, also: set[str] = frozenset()) -> set[str
     return seen
 
 
+def files_of(deps: set[str]) -> set[str]:
+    """The Python files that ``deps`` name: a file itself, every .py file under a folder."""
+    out = set()
+    for d in deps:
+        path = REPO / d
+        out |= ({str(p.relative_to(REPO)) for p in path.rglob("*.py")} if path.is_dir()
+                else {d})
+    return out
+
+
+def src_deps(name: str) -> set[str]:
+    stage = STAGES[name].get("do", STAGES[name])
+    return {d for d in stage["deps"] if isinstance(d, str) and d.startswith("src/charlab/")}
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_deps_list_script_and_every_imported_module(name: str) -> None:
     stage = STAGES[name].get("do", STAGES[name])
     script = f"stages/{name}.py"
-    deps = {d for d in stage["deps"] if isinstance(d, str)}
-    assert script in deps
-    listed = {d for d in deps if d.startswith("src/charlab/")}
+    assert script in stage["deps"]
+    listed = files_of(src_deps(name))
     assert closure(REPO / script, nested=False, also=listed) <= listed
     assert listed <= closure(REPO / script, nested=True)
+
+
+@pytest.mark.parametrize("name", ["download", "encode", "ngram", "train", "finetune"])
+def test_data_and_training_stages_do_not_depend_on_the_readers_params(name: str) -> None:
+    """Editing a reader's defaults (src/charlab/params/readers.py) reruns no data stage and no
+    training: only the stages that read those sections, and validate (which checks them)."""
+    assert "src/charlab/params/readers.py" not in files_of(src_deps(name))
 
 
 def test_every_stage_script_is_in_the_pipeline() -> None:
@@ -87,10 +109,8 @@ def test_every_stage_script_is_in_the_pipeline() -> None:
 def test_readers_do_not_depend_on_the_training_code(name: str) -> None:
     """An edit of the training loop (or its batching, resume state, launch, DDP) reruns only
     the train@ and finetune@ stages: the stages that read models import none of it."""
-    deps = set(STAGES[name]["deps"])
-    trainer = {f"src/charlab/{m}.py" for m in ("train", "batches", "resume", "launch",
-                                               "distributed", "finetune")}
-    assert not deps & trainer
+    trainer = files_of({"src/charlab/training"})
+    assert trainer and not files_of(src_deps(name)) & trainer
     assert not closure(REPO / f"stages/{name}.py", nested=True) & trainer
 
 

@@ -15,34 +15,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
-from helpers import ENCODED, edit_params, one_line_error, run_stage, temp_leftovers
-
-from charlab.batches import (
-    StreamBatches,
+from conftest import tiny_params, with_keys
+from helpers import (
+    ENCODED,
+    edit_params,
+    one_line_error,
+    run_stage,
+    temp_leftovers,
+    train_entry,
 )
+
 from charlab.checkpoint import (
     CheckpointError,
     default_state_path,
     load_checkpoint,
 )
 from charlab.encoding import Corpus, Vocab, encode_corpus
-from charlab.params import ParamsError, TrainParams
-from charlab.resume import load_resume_state, restore_hidden
+from charlab.params.core import ParamsError
+from charlab.params.training import TrainParams
 from charlab.runtime import (
     DeviceError,
     cpu_threads,
     resolve_device,
     resolve_precision,
 )
-from charlab.train import (
-    CURVE_COLUMNS,
-    TrainingDiverged,
-    TrainingError,
-    TrainingInterrupted,
-    lr_at,
-    train,
-)
+from charlab.training.batches import StreamBatches
+from charlab.training.guard import TrainingDiverged, TrainingInterrupted
+from charlab.training.loop import lr_at
+from charlab.training.plan import make_plan, run_paths
+from charlab.training.records import CURVE_COLUMNS
+from charlab.training.resume import load_resume_state, restore_hidden
 
 WORDS = ["the", "king", "queen", "shall", "speak", "of", "love", "and", "war", "my", "lord"]
 
@@ -67,8 +69,8 @@ def cfg(**kw) -> TrainParams:
 
 
 def run(c: TrainParams, corpus: Corpus, d: Path, name: str = "m", **kw):
-    return train(c, corpus, checkpoint_path=d / f"{name}.pt", curve_path=d / f"{name}.csv",
-                 name=name, progress=False, **kw)
+    return train_entry(c, corpus, checkpoint_path=d / f"{name}.pt",
+                       curve_path=d / f"{name}.csv", name=name, progress=False, **kw)
 
 
 def read_curve(path: Path) -> list[dict[str, str]]:
@@ -194,7 +196,7 @@ def test_finished_or_changed_runs_start_afresh(corpus: Corpus, tmp_path: Path) -
     # interrupted, but the params changed since: the old state is not used
     assert run(dataclasses.replace(c, lr=0.005), corpus, tmp_path).resumed_from is None
     with pytest.raises(CheckpointError, match="network shape"):
-        run(dataclasses.replace(c, hidden_size=16, resume=True), corpus, tmp_path)
+        run(with_keys(c, hidden_size=16, resume=True), corpus, tmp_path)
 
 
 def test_nan_guard_names_step_and_keeps_last_good_checkpoint(corpus: Corpus,
@@ -285,12 +287,13 @@ def test_device_errors() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda")
-        with pytest.raises(DeviceError):
-            train(cfg(device="cuda"), None, checkpoint_path="x.pt", curve_path="x.csv")  # type: ignore[arg-type]
+        with pytest.raises(ParamsError, match=r"^train\.test\.device: device 'cuda' requested"):
+            make_plan(cfg(device="cuda"), "train.test", run_paths("x.pt", "x.csv"),
+                      train_chars=10**6)
 
 
 def test_too_short_train_split_is_a_clear_error(corpus: Corpus, tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match="batch_size"):
+    with pytest.raises(ParamsError, match=r"^train\.m\.batch_size: "):
         run(cfg(batch_size=4096, seq_length=64), corpus, tmp_path)
 
 
@@ -382,7 +385,8 @@ def test_resume_under_another_precision(cell: str, corpus: Corpus, tmp_path: Pat
     c = cfg(cell=cell, layers=2, dropout=0.1, max_steps=8, eval_every=4, precision="bf16")
     run(c, corpus, tmp_path)
     more = dataclasses.replace(c, precision="fp32", max_steps=14, resume=True)
-    state = load_resume_state(default_state_path(tmp_path / "m.pt"), more, corpus)
+    state = load_resume_state(default_state_path(tmp_path / "m.pt"), more, corpus,
+                              more.network_config(corpus.vocab.size))
     assert state is not None and all(h.dtype == torch.float32 for h in state.hidden)
     res = run(more, corpus, tmp_path)
     assert res.resumed_from == 8 and res.steps == 14 and res.precision == "fp32"
@@ -410,7 +414,8 @@ def test_resume_state_loads_on_the_cpu(corpus: Corpus, tmp_path: Path, monkeypat
     real = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     state = load_resume_state(default_state_path(tmp_path / "m.pt"),
-                              dataclasses.replace(c, resume=True), corpus)
+                              dataclasses.replace(c, resume=True), corpus,
+                              c.network_config(corpus.vocab.size))
     assert seen and all(kw["map_location"] == "cpu" and kw["weights_only"] for kw in seen)
     devices = {t.device.type for t in _tensors(state.to_dict())}
     assert devices == {"cpu"}
@@ -450,9 +455,9 @@ def test_run_info_and_log_name_the_device_and_each_parts_precision(corpus: Corpu
 def test_train_library_names_the_key_path_for_a_short_split(pipeline_built: Path,
                                                             tmp_path: Path) -> None:
     corpus = Corpus.load(*(pipeline_built / p for p in ENCODED))
-    with pytest.raises(TrainingError, match=r"^train\.m\.batch_size: "):
-        train(tiny_params(batch_size=4096), corpus, checkpoint_path=tmp_path / "m.pt",
-              curve_path=tmp_path / "m.csv", name="m", progress=False)
+    with pytest.raises(ParamsError, match=r"^train\.m\.batch_size: "):
+        train_entry(tiny_params(batch_size=4096), corpus, checkpoint_path=tmp_path / "m.pt",
+                    curve_path=tmp_path / "m.csv", name="m", progress=False)
 
 
 def poison_at(step: int, value: float) -> Callable[[int, torch.nn.Module], None]:
@@ -470,19 +475,19 @@ def test_divergence_before_any_checkpoint(pipeline_built: Path, tmp_path: Path,
     with pytest.raises(TrainingDiverged, match=r"^train\.m: non-finite training loss nan, "
                                                r"gradient norm nan at step 4; no checkpoint "
                                                r"was written yet"):
-        train(tiny_params(max_steps=10, eval_every=5), corpus, checkpoint_path=tmp_path / "m.pt",
-              curve_path=tmp_path / "m.csv", name="m", progress=False,
-              on_step=poison_at(3, value))
+        train_entry(tiny_params(max_steps=10, eval_every=5), corpus,
+                    checkpoint_path=tmp_path / "m.pt", curve_path=tmp_path / "m.csv", name="m",
+                    progress=False, on_step=poison_at(3, value))
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-made
 
 
 def test_divergence_in_the_stage_names_the_step_and_keeps_the_checkpoint(
         pipeline_ws: Path, capsys, monkeypatch) -> None:
-    import charlab.launch
+    import charlab.training.launch as launch
 
-    real = charlab.launch.train  # what the train stage calls
-    monkeypatch.setattr(charlab.launch, "train",
-                        lambda *a, **kw: real(*a, on_step=poison_at(5, float("nan")), **kw))
+    real = launch.train  # what the train stage calls
+    monkeypatch.setattr(launch, "train", lambda plan, corpus: real(
+        dataclasses.replace(plan, on_step=poison_at(5, float("nan"))), corpus))
     edit_params(pipeline_ws, {"train": {"rnn": {"max_steps": 8, "eval_every": 2, "seed": 2}}})
     code, _, err = run_stage(pipeline_ws, "train", capsys)
     assert code == 2

@@ -5,8 +5,9 @@
   each group is a partition, so share-weighted class bits add up to the model's bpc;
 - two models character by character: the difference in bits as colour, and the contexts
   where each wins most;
-- the recurrent units (:mod:`charlab.cells`): the unit that best tracks each feature of the
-  text, rendered over it, and LSTM/GRU gate saturation.
+- the units of every network whose family has them (:mod:`charlab.cells`): the unit that
+  best tracks each feature of the text, rendered over it, and gate saturation; a network
+  without units (a GPT) is skipped, and the summary says why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -32,8 +34,9 @@ from charlab.checkpoint import load_checkpoint  # noqa: E402  (the one place che
 from charlab.encoding import Corpus, Vocab  # noqa: E402
 from charlab.errors import CharlabError  # noqa: E402
 from charlab.evaluate import SplitScores  # noqa: E402
+from charlab.families import family_of  # noqa: E402
+from charlab.families.base import NoUnits  # noqa: E402
 from charlab.io import atomic_paths, json_text  # noqa: E402
-from charlab.model import CharRNN  # noqa: E402
 
 LN2 = math.log(2)
 KINDS = ("lowercase", "uppercase", "space", "newline", "punctuation", "digit", "other")
@@ -246,7 +249,7 @@ def compare_page(text: str, name_a: str, name_b: str, lp_a: np.ndarray, lp_b: np
 
 # --- the recurrent units ----------------------------------------------------------------------
 
-def load_recurrent(path: str | os.PathLike, vocab: Vocab | None = None) -> CharRNN:
+def load_network(path: str | os.PathLike, vocab: Vocab | None = None) -> Any:
     """A trained model's network on the CPU, in eval mode (the one place this module and
     ``charlab cells`` load checkpoints)."""
     return load_checkpoint(path, "cpu", vocab=vocab)[0]
@@ -270,13 +273,14 @@ class CellsResult:
     saturation: list[dict[str, dict[str, np.ndarray]]]
 
 
-def cells_report(name: str, model: CharRNN, text: str, ids: np.ndarray) -> CellsResult:
-    """Activations over ``text`` (``ids`` its encoding), the best unit for each feature."""
+def cells_report(name: str, model: Any, text: str, ids: np.ndarray) -> CellsResult:
+    """Activations over ``text`` (``ids`` its encoding), the best unit for each feature.
+    Raises :class:`~charlab.families.base.NoUnits` for a family without units."""
     if len(text) < 2:
         raise AnalysisError(f"{name}: need at least 2 characters to read the units on")
     if len(ids) != len(text):
         raise ValueError(f"{len(ids)} ids for {len(text)} characters")
-    acts = cells.activations(model, ids)
+    acts = family_of(model).units(model, ids)
     best = cells.best_units(acts, cells.features(text))
     return CellsResult(name, model.config.cell, len(text), best, acts, cells.saturation(acts))
 
@@ -403,7 +407,7 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
         p, index=False, float_format="%.9f"))]
     writes.append((figures_dir / "class_bpc.png", lambda p: plot_classes(table, p)))
     out: dict = {"split": split, "chars": len(text) - 1, "class_figure": "class_bpc.png",
-                 "pairs": [], "cells": []}
+                 "pairs": [], "cells": [], "skipped": []}
 
     pairs = [best_pair(scores, list(checkpoints), ngrams)]
     pairs += [p for p in settings.pairs if p not in pairs]
@@ -434,8 +438,11 @@ def analyze(scores: SplitScores, corpus: Corpus, checkpoints: Mapping[str, str |
     n_cells = min(settings.cells_chars, len(text))
     excerpt = text[:n_cells]
     for name, path in checkpoints.items():
-        model = load_recurrent(path, corpus.vocab)
-        res = cells_report(name, model, excerpt, ids[:n_cells])
+        try:
+            res = cells_report(name, load_network(path, corpus.vocab), excerpt, ids[:n_cells])
+        except NoUnits as e:
+            out["skipped"].append({"model": name, "why": str(e)})
+            continue
         doc = cells_page(res, excerpt, f"the {split} split")
         writes.append((pages_dir / f"cells_{_slug(name)}.html",
                        lambda p, doc=doc: p.write_text(doc, encoding="utf-8")))

@@ -22,14 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from charlab.encoding import Vocab
 from charlab.errors import CharlabError
+from charlab.families import from_config_dict
 from charlab.io import atomic_open
-from charlab.networks import Network, build, config_from_dict
 
-CHECKPOINT_FORMAT = "charlab-rnn-checkpoint"
-STATE_FORMAT = "charlab-rnn-train-state"
+CHECKPOINT_FORMAT = "charlab-checkpoint"
+STATE_FORMAT = "charlab-train-state"
+# what the same files were called while charlab had only recurrent networks: still read
+LEGACY_FORMATS = {"charlab-rnn-checkpoint": CHECKPOINT_FORMAT,
+                  "charlab-rnn-train-state": STATE_FORMAT}
 # 2: files carry a checksum (version 1 files have none: rerun `dvc repro` to retrain)
 FORMAT_VERSION = 2
 CHECKSUM_KEY = "checksum"
@@ -116,8 +120,9 @@ def read(path: str | os.PathLike, device: torch.device | str) -> dict:
             f"{path}: not a readable checkpoint (truncated, corrupted, or not written by "
             f"charlab): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from None
-    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, STATE_FORMAT):
-        raise CheckpointError(f"{path}: a torch file, but not a charlab RNN checkpoint")
+    fmt = obj.get("format") if isinstance(obj, dict) else None
+    if fmt not in (CHECKPOINT_FORMAT, STATE_FORMAT, *LEGACY_FORMATS):
+        raise CheckpointError(f"{path}: a torch file, but not a charlab checkpoint")
     version = obj.get("version")
     if version != FORMAT_VERSION:
         old = isinstance(version, int) and version < FORMAT_VERSION
@@ -134,15 +139,15 @@ def read(path: str | os.PathLike, device: torch.device | str) -> dict:
             "or settings changed since training wrote it); restore it (`dvc checkout`) or "
             "retrain it (`dvc repro`)"
         )
-    return obj
+    return {**obj, "format": LEGACY_FORMATS.get(fmt, fmt)}
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", *,
-                    vocab: Vocab | None = None) -> tuple[Network, Vocab, dict[str, Any]]:
+                    vocab: Vocab | None = None) -> tuple[nn.Module, Vocab, dict[str, Any]]:
     """Load a best-model checkpoint (or a resume state) onto ``device``, in eval mode.
 
-    The network is the one its ``model_config`` names by cell (:mod:`charlab.networks`):
-    a CharRNN, or a GPT.
+    The network is the one its ``model_config`` names by cell, built by that cell's family
+    (:mod:`charlab.families`).
 
     Returns the model, its vocabulary and ``info`` (``name``, ``step``, ``val_loss``,
     ``params``, ``precision``: the one training used). With ``vocab`` given, a checkpoint
@@ -151,9 +156,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
     device = torch.device(device)
     obj = read(path, device)
     try:
-        config = config_from_dict(obj["model_config"])
+        family, config = from_config_dict(obj["model_config"])
         ckpt_vocab = Vocab(tuple(obj["vocab"]))
-        model = build(config)
+        model = family.build(config)
         model.load_state_dict(obj["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged charlab checkpoint: {e}") from None

@@ -94,7 +94,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_cells(args: argparse.Namespace) -> None:
-    from charlab.analysis import cells_page, cells_report, load_recurrent
+    from charlab.analysis import cells_page, cells_report, load_network
+    from charlab.families.base import NoUnits
     from charlab.io import write_text
 
     vocab = _vocab(args)
@@ -104,10 +105,13 @@ def cmd_cells(args: argparse.Namespace) -> None:
                            f"trained recurrent model ({CHECKPOINT_SUFFIX})")
     if not path.is_file():
         raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
-    model = load_recurrent(path, vocab)
+    model = load_network(path, vocab)
     text, ids = _text_ids(args, vocab)
     text, ids = text[:args.max_chars], ids[:args.max_chars]
-    res = cells_report(args.model, model, text, ids)
+    try:
+        res = cells_report(args.model, model, text, ids)
+    except NoUnits as e:
+        raise CharlabError(f"{args.model}: no units to read ({e})") from None
     print(f"{args.model}: {res.cell}, {len(res.acts.hidden)} layer(s), read {len(text)} "
           f"characters of {args.file}")
     print(f"{'feature':<17}{'share':>7}  {'best unit':<11}{'r':>7}")
@@ -283,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, help="contexts listed per model (default 20)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("cells", help="what the units of a trained recurrent model track over "
-                       "a text file (and an HTML page of them)")
+    p = sub.add_parser("cells", help="what the units of a trained network track over a text "
+                       "file (and an HTML page of them); networks whose family has units")
     _add_model_args(p)
     p.add_argument("file", help="a UTF-8 text file")
     p.add_argument("--html", help="write the page to this file")

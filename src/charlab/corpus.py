@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from charlab.errors import CharlabError
 from charlab.io import atomic_path
-from charlab.params import url_problem
+from charlab.params.data import url_problem
 
 CHUNK = 1 << 16
 

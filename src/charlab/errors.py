@@ -10,6 +10,10 @@ class CharlabError(Exception):
     """A problem with the user's input or environment, stated so they can fix it."""
 
 
+class TrainingError(CharlabError):
+    """Training cannot start or cannot go on (data too short, loss diverged, ...)."""
+
+
 def run_main(main: Callable[[], object]) -> None:
     """Run a stage or CLI entry point; user errors print one line, no traceback."""
     try:

@@ -1,13 +1,17 @@
-"""Where each model of the pipeline lives on disk, and loading any of them by name."""
+"""Which models the pipeline has (the model set), where each lives on disk, and loading any
+of them by name."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from charlab.encoding import Vocab
 from charlab.errors import CharlabError
+from charlab.io import read_json
 from charlab.lm import LanguageModel
 
 NGRAM_SUFFIX = ".npz"
@@ -39,8 +43,48 @@ def model_files(orders: list[int], trained: list[str], ngram_dir: str | os.PathL
     return files
 
 
+class ModelSetError(CharlabError):
+    """The model-set file (data/models.json) is missing or damaged."""
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Which models the pipeline has: the n-gram orders and the names of the train: entries.
+    The validate stage writes it; sample, evaluate and report depend on it, so adding or
+    removing a model reruns them (and only a change of the set does)."""
+
+    ngram_orders: tuple[int, ...]
+    trained: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, checked: Mapping[str, Any]) -> ModelSet:
+        """From :func:`charlab.params.sections.validate_all`'s result."""
+        return cls(tuple(sorted(checked["ngram"].orders)),
+                   tuple(checked["train"]) + tuple(checked["finetune"]))
+
+    def to_json(self) -> dict:
+        return {"ngram_orders": list(self.ngram_orders), "trained": list(self.trained)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ModelSet:
+        try:
+            obj = read_json(path)
+        except FileNotFoundError:
+            raise ModelSetError(f"{path}: missing (the validate stage writes it: "
+                                "`dvc repro validate`)") from None
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError
+            raise ModelSetError(f"{path}: not a model-set file: {e}") from None
+        orders, trained = (obj.get(k) if isinstance(obj, dict) else None
+                           for k in ("ngram_orders", "trained"))
+        if not (isinstance(orders, list) and all(type(o) is int for o in orders)
+                and isinstance(trained, list) and all(isinstance(t, str) for t in trained)):
+            raise ModelSetError(f"{path}: not a model-set file: expected "
+                                '{"ngram_orders": [int, ...], "trained": [name, ...]}')
+        return cls(tuple(orders), tuple(trained))
+
+
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:
-    """Load an n-gram table or a network checkpoint (RNN or GPT) built for ``vocab``."""
+    """Load an n-gram table or a network checkpoint (of any family) built for ``vocab``."""
     path = Path(path)
     if not path.is_file():
         raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
@@ -50,12 +94,12 @@ def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> La
         model = NGramLM.load(path, vocab)  # refuses a table of another vocabulary
     elif path.suffix == CHECKPOINT_SUFFIX:
         from charlab.checkpoint import load_checkpoint
-        from charlab.networks import language_model
+        from charlab.families import family_of
         from charlab.runtime import resolve_device
 
         dev = resolve_device(device)
         net, _vocab, _info = load_checkpoint(path, dev, vocab=vocab)
-        model = language_model(net, dev)
+        model = family_of(net).language_model(net, dev)
     else:
         raise CharlabError(f"{path}: unknown model file type (expected .npz or .pt)")
     if model.vocab_size != vocab.size:

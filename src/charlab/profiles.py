@@ -17,8 +17,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from charlab import params
 from charlab.errors import CharlabError
+from charlab.params import core
+from charlab.params.sections import validate_all
 
 
 class ProfileError(CharlabError):
@@ -77,20 +78,20 @@ def merged(base: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any
 
 def check(raw: Mapping[str, Any]) -> None:
     """Every section, validated as the pipeline's validate stage will (ParamsError if not)."""
-    params.validate_all(raw)
+    validate_all(raw)
 
 
 def overrides(profile_path: str | os.PathLike, params_path: str | os.PathLike = "params.yaml"
               ) -> list[str]:
     """The ``-S`` values that apply the profile, checked against ``params_path``."""
     try:
-        profile = params.load(profile_path)
-    except params.ParamsError as e:
+        profile = core.load(profile_path)
+    except core.ParamsError as e:
         raise ProfileError(f"profile {e}") from None
-    base = params.load(params_path)
+    base = core.load(params_path)
     try:
         check(merged(base, profile))
-    except params.ParamsError as e:
+    except core.ParamsError as e:
         raise ProfileError(f"{profile_path} would give invalid params: {e}") from None
     return [f"++{path}={hydra_value(value, path)}" for path, value in _leaves(profile)]
 

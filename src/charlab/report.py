@@ -151,12 +151,16 @@ def analysis_markdown(classes: pd.DataFrame, analysis: Mapping, order: list[str]
                 lines.append(f"| {w['bits_a']:.2f} | {w['bits_b']:.2f} | "
                              f"`{_md_text(w['before'][-30:])}`**`{_md_text(w['char'])}`**"
                              f"`{_md_text(w['after'])}` |")
-    if analysis["cells"]:
+    skipped = analysis.get("skipped") or []
+    if analysis["cells"] or skipped:
         lines += ["", "## What the recurrent units track", "",
                   "For each feature of the test text, the unit (lN.hJ: output J of layer N; "
                   "lN.cJ: LSTM cell state) whose activation correlates best with it over the "
                   "first characters of the test split; \u2013: the feature does not occur "
                   "there.", ""]
+    if skipped:
+        lines += ["Units not read: " + "; ".join(f"{s['model']} ({s['why']})" for s in skipped)
+                  + ".", ""]
     for entry in analysis["cells"]:
         lines += [f"### {entry['model']} ({entry['cell']}, {entry['chars']:,} characters)", "",
                   "| feature | share | best unit | r |", "|---|---:|---|---:|"]

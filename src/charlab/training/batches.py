@@ -12,11 +12,7 @@ import numpy as np
 import torch
 
 from charlab.encoding import IdFile
-from charlab.errors import CharlabError
-
-
-class TrainingError(CharlabError):
-    """Training cannot start or cannot go on (data too short, loss diverged, ...)."""
+from charlab.errors import TrainingError
 
 
 class StreamBatches:

@@ -1,14 +1,14 @@
 """Fine-tuning: start a network from another checkpoint's weights, across vocabularies.
 
-``train.<model>.init_from`` names a ``.pt`` checkpoint (e.g. one brought in with ``dvc
-import``) or another ``train:`` entry. The shapes (cell, layers, hidden_size, and
-embedding_size or heads and context) must agree; the vocabularies need not. Every weight
-indexed by character is remapped by character: a character in both vocabularies keeps its
-learned row, one new to this corpus keeps the fresh initialisation, one absent from it is
-dropped. Those weights are, for a CharRNN, the first layer's input weights (the columns of
-``rnn.weight_ih_l0`` for one-hot input, else the rows of ``embed.weight``) and the output
-layer's rows and bias; for a GPT, the token embedding (tied to the output layer) and the
-output bias. Everything else is copied as it is.
+``finetune.<model>.init_from`` names another entry (its checkpoint ``models/<name>.pt``, or
+one brought in there with ``dvc import``); the library also takes a ``.pt`` path. The
+shapes (the family's shape keys: cell, layers, hidden_size, ...) must agree; the
+vocabularies need not. Every weight the family says is indexed by character
+(:meth:`charlab.families.base.Family.char_axes`: for a CharRNN the one-hot input weights or
+the embedding, and the output layer; for a GPT the tied token embedding and the output
+bias) is remapped by character: a character in both vocabularies keeps its learned row, one
+new to this corpus keeps the fresh initialisation, one absent from it is dropped.
+Everything else is copied as it is.
 """
 
 from __future__ import annotations
@@ -23,21 +23,8 @@ from torch import nn
 
 from charlab import checkpoint as ckpt
 from charlab.encoding import Vocab
-from charlab.models import checkpoint_file
-from charlab.networks import Config, config_from_dict, shape
-from charlab.params import ParamsError, TrainParams, init_entry
-
-# parameter name -> the axis indexed by character (weight_ih_l0 only for one-hot input)
-VOCAB_AXES = {"embed.weight": 0, "rnn.weight_ih_l0": 1, "head.weight": 0, "head.bias": 0,
-              "tok.weight": 0, "head_bias": 0}
-
-
-def init_path(cfg: TrainParams, models_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint ``init_from`` means: the path itself, or the entry's checkpoint."""
-    if cfg.init_from is None:
-        return None
-    entry = init_entry(cfg)
-    return checkpoint_file(models_dir, entry) if entry is not None else Path(cfg.init_from)
+from charlab.families import by_cell, from_config_dict
+from charlab.params.core import ParamsError
 
 
 def _sha256(path: Path) -> str:
@@ -52,26 +39,28 @@ def _describe(s: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in s.items()) + "}"
 
 
-def init_weights(model: nn.Module, config: Config, vocab: Vocab, path: str | os.PathLike,
+def init_weights(model: nn.Module, config: Any, vocab: Vocab, path: str | os.PathLike,
                  key: str) -> dict[str, Any]:
     """Load ``path``'s weights into ``model`` (built from ``config`` for ``vocab``, freshly
     initialised), remapping character rows; return the record the checkpoint keeps.
 
-    ``key`` (``train.<model>.init_from``) starts every error message."""
+    ``key`` (``finetune.<model>.init_from``) starts every error message."""
     path = Path(path)
     try:
         obj = ckpt.read(path, "cpu")
-        src_config = config_from_dict(obj["model_config"])
+        src_family, src_config = from_config_dict(obj["model_config"])
         src_vocab = Vocab(tuple(obj["vocab"]))
         src_state = obj["model"]
     except ckpt.CheckpointError as e:
         raise ParamsError(f"{key}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise ParamsError(f"{key}: {path}: damaged charlab checkpoint: {e}") from None
-    if shape(src_config) != shape(config):
+    family = by_cell(config.cell)
+    if src_family.shape(src_config) != family.shape(config):
         raise ParamsError(
-            f"{key}: {path} has shape {_describe(shape(src_config))}, this entry "
-            f"{_describe(shape(config))}; fine-tuning needs the same shape")
+            f"{key}: {path} has shape {_describe(src_family.shape(src_config))}, this entry "
+            f"{_describe(family.shape(config))}; fine-tuning needs the same shape")
+    axes = family.char_axes(config)
     index = {c: i for i, c in enumerate(src_vocab.chars)}
     old = torch.tensor([index.get(c, -1) for c in vocab.chars])
     has = old >= 0
@@ -80,9 +69,7 @@ def init_weights(model: nn.Module, config: Config, vocab: Vocab, path: str | os.
         source = src_state.get(name)
         if source is None:
             raise ParamsError(f"{key}: {path}: damaged charlab checkpoint: no {name!r}")
-        axis = VOCAB_AXES.get(name)
-        if name == "rnn.weight_ih_l0" and getattr(config, "embedding_size", 0):
-            axis = None  # input is the embedding, not one-hot characters
+        axis = axes.get(name)
         with torch.no_grad():
             if axis is None:
                 target.copy_(source)

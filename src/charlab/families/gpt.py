@@ -1,15 +1,16 @@
-"""A decoder-only Transformer (nanoGPT's shape) for characters, and its LanguageModel adapter.
+"""The GPT family (``cell: gpt``): a decoder-only Transformer (nanoGPT's shape) for
+characters, and its LanguageModel adapter.
 
 :class:`GPT`: token embedding + learned position embedding -> ``layers`` pre-norm blocks
 (LayerNorm -> causal self-attention -> residual; LayerNorm -> 4x GELU MLP -> residual) ->
 final LayerNorm -> output layer. The output layer is **weight-tied** to the token embedding
 (as nanoGPT, so the baby-GPT size has nanoGPT's parameter count) and has its own bias, the
 model's "nothing read yet" distribution (what :meth:`GPTLM.start` gives for an empty
-prime, as :class:`charlab.model.RNNLM` gives its output bias). Attention is
-``torch.nn.functional.scaled_dot_product_attention`` (flash attention on CUDA).
+prime). Attention is ``torch.nn.functional.scaled_dot_product_attention`` (flash attention
+on CUDA).
 
-``forward(idx, cache)`` matches :class:`charlab.model.CharRNN`'s ``(logits, state)`` so the
-trainer runs either: trained with ``cache=None`` it carries nothing between steps and returns
+``forward(idx, cache)`` answers the family contract's ``(logits, state)`` so the trainer
+runs it as any network: trained with ``cache=None`` it carries nothing between steps and returns
 ``None``. It computes in its parameters' dtype, and under ``torch.autocast`` when a caller
 enables it; it never picks a dtype itself.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlab.model import config_from_dict, eval_mode
+from charlab.families.base import Family, eval_mode
+from charlab.lm import LanguageModel
+from charlab.params.core import ParamsError, check, fraction, positive
 
 CELL = "gpt"
+
+
+@dataclass(frozen=True)
+class GPTKeys:
+    """The ``train:`` keys of a ``cell: gpt`` entry (besides the keys every entry has)."""
+
+    heads: int = field(metadata=check(positive, "attention heads, dividing hidden_size"))
+    context: int = field(metadata=check(
+        positive, "characters a GPT reads before each prediction"))
+    layers: int = field(default=1, metadata=check(positive, "Transformer blocks"))
+    hidden_size: int = field(default=512, metadata=check(positive, "the residual width"))
+    dropout: float = field(default=0.1, metadata=check(
+        fraction, "dropout on the embeddings, attention and each block's output"))
+
+    def validate(self, path: str) -> None:
+        if self.hidden_size % self.heads:
+            raise ParamsError(
+                f"{path}.hidden_size: {self.hidden_size} must be a multiple of "
+                f"{path}.heads ({self.heads}): each head gets hidden_size / heads")
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> GPTConfig:
-        return config_from_dict(cls, obj)
+        return GPT_FAMILY.config_from_dict(obj)
 
 
 class KVCache:
@@ -276,3 +298,29 @@ class GPTLM:
                 return self._read(window[-(self.context - self.stride + 1):])
             logits, cache = self.model(self._tensor(window[None, -1:]), cache)
             return self._next(logits[0, -1]), (cache, window)
+
+
+class GPTFamily(Family):
+    name = "gpt"
+    cells = (CELL,)
+    Keys = GPTKeys
+    Config = GPTConfig
+    window_key = "context"  # a GPT trains on windows of `context` characters
+    shape_keys = ("cell", "layers", "heads", "hidden_size", "context")
+    # the token embedding is tied to the output layer, which has its own bias
+    vocab_axes = {"tok.weight": 0, "head_bias": 0}
+    no_units = "a Transformer has no recurrent units to read"
+
+    def config(self, cell: str, keys: GPTKeys, vocab_size: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, layers=keys.layers, heads=keys.heads,
+                         hidden_size=keys.hidden_size, context=keys.context,
+                         dropout=keys.dropout)
+
+    def build(self, config: GPTConfig) -> GPT:
+        return GPT(config)
+
+    def language_model(self, net: nn.Module, device: torch.device | str) -> LanguageModel:
+        return GPTLM(net, device)
+
+
+GPT_FAMILY = GPTFamily()
