@@ -196,7 +196,7 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     assert '"train.rnn3.hidden_size": 8' in text or '"hidden_size": 8' in text
     assert "test_bpc" in text
 
-    # a new model from the command line (Hydra's + appends a key), as README shows for lstm3
+    # a new model from the command line (Hydra's + appends a key), as docs/models.md's lstm3
     gru = "{cell: gru, layers: 2, hidden_size: 8, batch_size: 4, seq_length: 16, max_steps: 4, " \
           "eval_every: 2, threads: 1, device: cpu}"
     run(["dvc", "exp", "run", "-S", f"+train.gru2={gru}"], repo)
