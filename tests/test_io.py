@@ -22,6 +22,8 @@ from helpers import (
     PY,
     REPO,
     edit_params,
+    make_node,
+    node_kind,
     one_line_error,
     run_stage,
     snapshot,
@@ -32,7 +34,7 @@ from helpers import (
 from charlab.corpus import download
 from charlab.encoding import Corpus, encode_corpus
 from charlab.evaluate import evaluate, write_metrics
-from charlab.io import OutputError, atomic_path, atomic_paths
+from charlab.io import OutputError, atomic_path, atomic_paths, check_output, write_text
 from charlab.ngram import NGramLM
 from charlab.train import train
 
@@ -251,3 +253,83 @@ def test_file_size_limit_in_a_real_train_process(pipeline_ws: Path) -> None:
                         r"replaced; .*\)", one_line_error(proc.stderr))
     assert (pipeline_ws / "models/rnn.pt").read_bytes() == before
     assert temp_leftovers(pipeline_ws) == []
+
+
+# --- an output path is written to, never replaced by something of another kind
+
+NOT_A_FILE = {
+    "fifo": r"is a FIFO \(named pipe\), not a regular file",
+    "char-device": r"is a character device, not a regular file",
+    "directory": r"is a directory, not a regular file",
+    "link-to-fifo": r"\(a link to .*target\): is a FIFO \(named pipe\), not a regular file",
+    "link-to-char-device": r"\(a link to .*target\): is a character device, not a regular file",
+    "link-loop": r"cannot write there: Too many levels of symbolic links",
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_A_FILE))
+@pytest.mark.parametrize("how", ["write_text", "atomic_paths"])
+def test_an_output_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str,
+                                                         how: str) -> None:
+    """Before issue 20 each of these was replaced by a regular file (as root, /dev/null
+    became one). Now one line, and the node and its directory are as they were."""
+    out = tmp_path / "out"
+    make_node(out, kind)
+    before = {p.name: node_kind(p) for p in tmp_path.iterdir()}
+    with pytest.raises(OutputError, match=rf"^{re.escape(str(out))}( |: ){NOT_A_FILE[kind]}"):
+        if how == "write_text":
+            write_text(out, "x")
+        else:  # one of a set: the other output is not written either
+            with atomic_paths(tmp_path / "other.txt", out) as temps:
+                for tmp in temps:
+                    tmp.write_text("x")
+    assert {p.name: node_kind(p) for p in tmp_path.iterdir()} == before
+    assert check_output_error(out) is not None
+
+
+def check_output_error(path: Path) -> str | None:
+    try:
+        check_output(path)
+    except OutputError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("link", ["relative", "absolute", "chain", "dangling"])
+def test_a_symlink_output_writes_its_target(tmp_path: Path, link: str) -> None:
+    """The target gets the new file, atomically (temp beside the target, then renamed);
+    the link stays a link; no temp file is left in either directory."""
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "real.txt"
+    if link != "dangling":
+        target.write_text("previous")
+    out = tmp_path / "out.txt"
+    if link == "absolute":
+        os.symlink(target, out)
+    elif link == "chain":
+        os.symlink("data/real.txt", tmp_path / "mid")
+        os.symlink("mid", out)
+    else:
+        os.symlink("data/real.txt", out)
+    assert check_output_error(out) is None
+    write_text(out, "new")
+    assert out.is_symlink() and target.read_text() == "new"
+    assert node_kind(target) == "file"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_a_user_named_output_needs_its_directory(tmp_path: Path) -> None:
+    """check_output (the CLI's outputs, before any work) refuses a missing directory or a
+    path through a file; the stages' own writes still create their output directories,
+    which DVC removes before running a stage."""
+    missing = tmp_path / "no" / "such" / "x.arpa"
+    assert check_output_error(missing) == (f"{missing}: {missing.parent}: no such directory; "
+                                           "create it first, or give another path")
+    (tmp_path / "f").write_text("a file")
+    assert "Not a directory" in check_output_error(tmp_path / "f" / "x.arpa")
+    dangling = tmp_path / "link.arpa"
+    os.symlink("gone/x.arpa", dangling)
+    assert "gone: no such directory" in check_output_error(dangling)
+    assert not (tmp_path / "no").exists() and not (tmp_path / "gone").exists()
+    write_text(missing, "a stage output")  # atomic writes create the directory
+    assert missing.read_text() == "a stage output"

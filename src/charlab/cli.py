@@ -75,10 +75,12 @@ def _text_ids(args: argparse.Namespace, vocab: Vocab) -> tuple[str, np.ndarray]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from charlab.analysis import class_table, compare_page, format_class_table
-    from charlab.io import write_text
+    from charlab.io import check_output, write_text
 
     if args.model_a == args.model_b:
         raise CharlabError(f"compare: name two different models, got {args.model_a} twice")
+    if args.html:
+        check_output(args.html)  # a missing directory or a device fails before any work
     vocab = _vocab(args)
     models = {m: load_model(_model_path(m, args.models_dir, args.ngram_dir), vocab,
                             device=args.device) for m in (args.model_a, args.model_b)}
@@ -95,8 +97,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_cells(args: argparse.Namespace) -> None:
     from charlab.analysis import cells_page, cells_report, load_recurrent
-    from charlab.io import write_text
+    from charlab.io import check_output, write_text
 
+    if args.html:
+        check_output(args.html)  # a missing directory or a device fails before any work
     vocab = _vocab(args)
     path = _model_path(args.model, args.models_dir, args.ngram_dir)
     if path.suffix != CHECKPOINT_SUFFIX:
@@ -197,11 +201,14 @@ def cmd_ngram_show(args: argparse.Namespace) -> None:
 
 
 def cmd_ngram_export(args: argparse.Namespace) -> None:
-    from charlab.arpa import ArpaExportError, write_arpa
+    from charlab.arpa import ArpaExportError, tokens_path, write_arpa
+    from charlab.io import check_output
     from charlab.ngram import NGramLM
 
     if Path(args.out).is_dir():
         raise CharlabError(f"{args.out}: is a directory; give the ARPA file's name")
+    for out in (args.out, tokens_path(args.out)):
+        check_output(out)  # a missing directory, a device or a FIFO: before any work
     vocab, path = _ngram_vocab(args), _ngram_path(args)
     model = NGramLM.load(path, vocab)  # refuses a table of another vocabulary
     if (args.smoothing or model.smoothing) == "addk":

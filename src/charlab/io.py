@@ -1,4 +1,9 @@
-"""Atomic writes: an output is either the old file, the complete new file, or absent."""
+"""Atomic writes: an output is either the old file, the complete new file, or absent.
+
+An output is written only as a regular file: a device, a FIFO or a directory at its path is
+refused (replacing /dev/null by a file, as root, would break the machine), and a symlink is
+followed, so its target gets the new file and the link stays a link.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import errno
 import json
 import mmap
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +56,41 @@ def _names(paths: list[Path]) -> str:
     return ", ".join(str(p) for p in paths)
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _real_target(path: Path) -> Path:
+    """Where a write to ``path`` lands: the path itself, or a symlink's final target
+    (missing or not); refused if something other than a regular file is there."""
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        return real
+    except OSError as e:  # a symlink loop, a path through a file
+        raise OutputError(f"{path}: cannot write there: {e.strerror}") from None
+    for test, kind in _KINDS:
+        if test(mode):
+            shown = f"{path} (a link to {real})" if real != path else str(path)
+            raise OutputError(f"{shown}: is {kind}, not a regular file; charlab writes its "
+                              "outputs only as regular files: give a file name")
+    return real
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Before any work, for an output the user named (``charlab ngram export OUT``): it can
+    be written as a regular file, and its directory exists. Stages do not call this: their
+    output directories come from dvc.yaml, and DVC may have removed them (atomic_paths
+    creates them)."""
+    real = _real_target(Path(path))
+    parent = real.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "no such directory"
+        raise OutputError(f"{path}: {parent}: {what}; create it first, or give another path")
+
+
 @contextlib.contextmanager
 def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield one temporary path beside each of ``paths``; rename them all into place only
@@ -60,30 +101,35 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     block fails, every temp file is removed and no target is touched: a set of outputs
     that belong together (an encoded corpus and its manifest) is never left half new,
     half old. A full disk is reported as :class:`OutputError`, naming the outputs.
+
+    A target that is a device, a FIFO or a directory is refused before anything is
+    created; a symlink's target is written. Missing directories are created (a stage's
+    output directory that DVC removed).
     """
     targets = [Path(p) for p in paths]
+    reals = [_real_target(p) for p in targets]
     temps: list[Path] = []
+    held: list[int] = []
     try:
-        for path in targets:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
+        for path, real in zip(targets, reals, strict=True):  # noqa: B007 (path: the error)
+            real.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
+            held.append(fd)
             temps.append(Path(tmp))
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     except OSError as e:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+        _drop(temps, held)
         raise OutputError(f"{path}: cannot create the output: {e.strerror}") from None
     try:
         yield temps
         for tmp in temps:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-        for tmp, path in zip(temps, targets, strict=True):
-            os.replace(tmp, path)
+        for tmp, real in zip(temps, reals, strict=True):
+            os.replace(tmp, real)
+        _drop([], held)
     except BaseException as e:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+        _drop(temps, held)
         full = _no_space(e)
         if full is not None:
             raise OutputError(
@@ -91,6 +137,15 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
                 f"({_what_is_left(targets)})"
             ) from None
         raise
+
+
+def _drop(temps: list[Path], held: list[int]) -> None:
+    """Remove ``temps``, then close their files."""
+    for tmp in temps:
+        tmp.unlink(missing_ok=True)
+    for fd in held:
+        os.close(fd)
+    held.clear()
 
 
 def _what_is_left(targets: list[Path]) -> str:
