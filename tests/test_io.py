@@ -333,3 +333,35 @@ def test_a_user_named_output_needs_its_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "no").exists() and not (tmp_path / "gone").exists()
     write_text(missing, "a stage output")  # atomic writes create the directory
     assert missing.read_text() == "a stage output"
+
+
+def _stale(directory: Path, name: str, size: int = 0) -> Path:
+    path = directory / name
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def test_a_write_removes_the_stale_temp_files_of_its_own_outputs(tmp_path: Path) -> None:
+    """What a kill -9 in the middle of a write left (``.<name>.XXXXXXXX.tmp``, the pattern
+    of mkstemp) goes at the next write of that output. Kept: a temp file a live writer
+    holds, the temps of other outputs (also ``.a.csv.state.…``) and files that only look
+    alike."""
+    stale = [_stale(tmp_path, ".a.csv.k9x2ab3d.tmp", 1 << 20),
+             _stale(tmp_path, ".a.csv.0_zz1x2y.tmp")]
+    kept = [_stale(tmp_path, n) for n in (".b.csv.k9x2ab3d.tmp", ".a.csv.state.k9x2ab3d.tmp",
+                                          ".a.csv.short.tmp", "a.csv.k9x2ab3d.tmp",
+                                          ".a.csv.K9X2AB3D.tmp")]
+    live = _stale(tmp_path, ".a.csv.livelive.tmp")
+    fd = os.open(live, os.O_RDONLY)  # as a writer in another process holds its temp
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        write_text(tmp_path / "a.csv", "new")
+        assert (tmp_path / "a.csv").read_text() == "new"
+        assert not any(p.exists() for p in stale)
+        assert all(p.exists() for p in [*kept, live])
+    finally:
+        os.close(fd)
+    write_text(tmp_path / "a.csv", "again")  # its writer is gone: now it is stale
+    assert not live.exists() and all(p.exists() for p in kept)

@@ -12,6 +12,7 @@ import errno
 import json
 import mmap
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,11 @@ from typing import IO, Any
 import yaml
 
 from charlab.errors import CharlabError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no stale-temp detection
+    fcntl = None  # type: ignore[assignment]
 
 # errno values that mean "the disk (or this process's share of it) is full"
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -91,6 +97,54 @@ def check_output(path: str | os.PathLike) -> None:
         raise OutputError(f"{path}: {parent}: {what}; create it first, or give another path")
 
 
+# mkstemp's temp names: f".{name}." + 8 characters of this set + ".tmp"
+_TEMP_MIDDLE = re.compile(r"[a-z0-9_]{8}")
+
+
+def _hold(fd: int) -> None:
+    """Mark an open temp file as in use: a lock that ends with its process, however it
+    ends (kill -9 included), so another writer can tell a live temp from a stale one."""
+    if fcntl is not None:  # blocks only while a cleaner that took it in passing lets go
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp files of ``path`` (``.<name>.XXXXXXXX.tmp`` beside it) that no live
+    writer holds: what a killed write left (a 32 MiB token file, empty manifests).
+
+    A writer holds a lock on its temp file until it is renamed; a lock we can take means its
+    process is gone. Returns the paths removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    if fcntl is None or not path.parent.is_dir():
+        return []
+    removed = []
+    for entry in os.scandir(path.parent):
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")
+                and _TEMP_MIDDLE.fullmatch(name[len(prefix):-4])
+                and entry.is_file(follow_symlinks=False)):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            os.close(fd)
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield one temporary path beside each of ``paths``; rename them all into place only
@@ -104,7 +158,8 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
 
     A target that is a device, a FIFO or a directory is refused before anything is
     created; a symlink's target is written. Missing directories are created (a stage's
-    output directory that DVC removed).
+    output directory that DVC removed). The stale temp files of each target (a killed
+    earlier write) are removed first.
     """
     targets = [Path(p) for p in paths]
     reals = [_real_target(p) for p in targets]
@@ -113,9 +168,11 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     try:
         for path, real in zip(targets, reals, strict=True):  # noqa: B007 (path: the error)
             real.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(real)
             fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
             held.append(fd)
             temps.append(Path(tmp))
+            _hold(fd)
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     except OSError as e:
         _drop(temps, held)
@@ -140,7 +197,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
 
 
 def _drop(temps: list[Path], held: list[int]) -> None:
-    """Remove ``temps``, then close their files."""
+    """Remove ``temps``, then let go of their locks."""
     for tmp in temps:
         tmp.unlink(missing_ok=True)
     for fd in held:
