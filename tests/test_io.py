@@ -48,21 +48,33 @@ def _fill(tmp: Path) -> None:
     raise FULL
 
 
-@pytest.mark.parametrize("previous,message", [
-    ([True], r"^{a}: cannot write: No space left on device \(not replaced; the previous file is "
-             r"unchanged\)$"),
-    # what `dvc repro` leaves: DVC deleted the output before the stage ran
-    ([False], r"^{a}: cannot write: No space left on device \(nothing written; there was no "
-              r"previous file: " + DVC_NOTE + r"\)$"),
-    ([True, True], r"^{a}, {b}: cannot write: No space left on device \(none replaced; the "
-                   r"previous files are unchanged\)$"),
-    ([False, False], r"^{a}, {b}: cannot write: .*\(nothing written; there was no previous "
-                     r"file: " + DVC_NOTE + r"\)$"),
-    ([True, False], r"^{a}, {b}: cannot write: .*\(none replaced; the previous {a} unchanged, "
-                    r"no previous {b}: " + DVC_NOTE + r"\)$"),
-], ids=["one-kept", "one-deleted-by-dvc", "two-kept", "two-deleted", "one-of-two-deleted"])
-def test_disk_full_message_says_what_is_really_left(tmp_path: Path, previous: list[bool],
+@pytest.mark.parametrize("previous,under_dvc,message", [
+    ([True], False, r"^{a}: cannot write: No space left on device \(not replaced; the previous "
+                    r"file is unchanged\)$"),
+    # what `dvc repro` leaves: DVC deleted the output before the stage ran (DVC tells the
+    # command so: DVC_STAGE is set in its environment)
+    ([False], True, r"^{a}: cannot write: No space left on device \(nothing written; there "
+                    r"was no previous file: " + DVC_NOTE + r"\)$"),
+    # a stage or library call run by hand: nothing deleted the file, and none is blamed
+    ([False], False, r"^{a}: cannot write: No space left on device \(nothing written; there "
+                     r"was no previous file\)$"),
+    ([True, True], False, r"^{a}, {b}: cannot write: No space left on device \(none replaced; "
+                          r"the previous files are unchanged\)$"),
+    ([False, False], True, r"^{a}, {b}: cannot write: .*\(nothing written; there was no "
+                           r"previous file: " + DVC_NOTE + r"\)$"),
+    ([True, False], True, r"^{a}, {b}: cannot write: .*\(none replaced; the previous {a} "
+                          r"unchanged, no previous {b}: " + DVC_NOTE + r"\)$"),
+    ([True, False], False, r"^{a}, {b}: cannot write: .*\(none replaced; the previous {a} "
+                           r"unchanged, no previous {b}\)$"),
+], ids=["one-kept", "one-deleted-by-dvc", "one-new-by-hand", "two-kept", "two-deleted",
+        "one-of-two-deleted", "one-of-two-new-by-hand"])
+def test_disk_full_message_says_what_is_really_left(tmp_path: Path, monkeypatch,
+                                                     previous: list[bool], under_dvc: bool,
                                                      message: str) -> None:
+    if under_dvc:
+        monkeypatch.setenv("DVC_STAGE", "encode")
+    else:
+        monkeypatch.delenv("DVC_STAGE", raising=False)
     targets = [tmp_path / name for name in ("a.csv", "b.json")[: len(previous)]]
     for path, there in zip(targets, previous, strict=True):
         if there:

@@ -207,18 +207,21 @@ def _drop(temps: list[Path], held: list[int]) -> None:
 
 def _what_is_left(targets: list[Path]) -> str:
     """After a failed write: which previous files are still there, said truthfully. Under
-    `dvc repro` there are none: DVC deletes a stage's outputs before it runs the command."""
+    `dvc repro` there are none: DVC deletes a stage's outputs before it runs the command,
+    and says so in the environment of the command (DVC_STAGE); a stage or library call run
+    by hand deleted nothing, so there the message blames no one."""
     absent = [p for p in targets if not p.exists()]
     if not absent:
         return ("not replaced; the previous file is unchanged" if len(targets) == 1
                 else "none replaced; the previous files are unchanged")
-    why = ("dvc repro deletes a stage's outputs before running it; `dvc checkout <path>` "
+    why = ("" if not os.environ.get("DVC_STAGE") else
+           ": dvc repro deletes a stage's outputs before running it; `dvc checkout <path>` "
            "restores a cached one, docs/errors.md says how to restore the others")
     if len(absent) == len(targets):
-        return f"nothing written; there was no previous file: {why}"
+        return f"nothing written; there was no previous file{why}"
     present = [p for p in targets if p.exists()]
     return (f"none replaced; the previous {_names(present)} unchanged, no previous "
-            f"{_names(absent)}: {why}")
+            f"{_names(absent)}{why}")
 
 
 @contextlib.contextmanager
