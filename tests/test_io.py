@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from conftest import make_text, tiny_params
 from helpers import (
     ENCODED,
@@ -377,3 +378,49 @@ def test_a_write_removes_the_stale_temp_files_of_its_own_outputs(tmp_path: Path)
         os.close(fd)
     write_text(tmp_path / "a.csv", "again")  # its writer is gone: now it is stale
     assert not live.exists() and all(p.exists() for p in kept)
+
+
+# --- YAML: a key given twice is refused, as DVC refuses it
+
+@pytest.mark.parametrize("text,key,line,first", [
+    ("train:\n  rnn:\n    lr: 0.1\n    lr: 0.2\n", "train.rnn.lr", 4, 3),
+    ("download:\n  url: a.txt\nencode: {}\ndownload:\n  url: b.txt\n", "download", 4, 1),
+    ("analyze:\n  pairs:\n  - {a: 1, a: 2}\n", r"analyze.pairs\[0\].a", 3, 3),
+], ids=["nested", "section", "in-a-list"])
+def test_a_duplicate_key_in_params_is_refused(tmp_path: Path, text: str, key: str, line: int,
+                                              first: int) -> None:
+    """PyYAML keeps the last value silently; DVC refuses the file. charlab's params.load
+    (validate and every stage) now refuses it too, naming the file, the key and its line."""
+    from charlab.params import ParamsError, load
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as e:
+        load(path)
+    assert re.fullmatch(rf"{re.escape(str(path))}: not valid YAML: found duplicate key {key} "
+                        rf"\(first at line {first}; DVC refuses such a file too\) in "
+                        rf"\"{re.escape(str(path))}\", line {line}, column \d+", str(e.value))
+
+
+def test_the_validate_stage_refuses_a_duplicate_key(tmp_path: Path, capsys) -> None:
+    text = (REPO / "params.yaml").read_text()
+    assert "\nsample:\n" in text
+    (tmp_path / "params.yaml").write_text(text.replace("\nsample:\n", "\nsample:\n  seed: 1\n"
+                                                                      "  seed: 2\n", 1))
+    code, _, err = run_stage(tmp_path, "validate", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: params\.yaml: not valid YAML: found duplicate key sample\.seed "
+                        r"\(first at line \d+; DVC refuses such a file too\) in \"params\.yaml\", "
+                        r"line \d+, column 3", one_line_error(err))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_yaml_without_duplicates_reads_as_safe_load_does(tmp_path: Path) -> None:
+    """Merge keys may be overridden, anchors repeat a node, the same key in two mappings is
+    no duplicate; and the default params.yaml reads the same."""
+    from charlab.io import read_yaml
+
+    text = "base: &b {lr: 1, seed: 2}\nx:\n  <<: *b\n  lr: 3\ny: *b\nz: {lr: 1}\n"
+    (tmp_path / "p.yaml").write_text(text)
+    assert read_yaml(tmp_path / "p.yaml") == yaml.safe_load(text)
+    assert read_yaml(REPO / "params.yaml") == yaml.safe_load((REPO / "params.yaml").read_text())

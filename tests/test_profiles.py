@@ -167,3 +167,19 @@ def test_a_profile_never_copies_an_environment_secret_anywhere(tmp_path: Path,
     assert not (tmp_path / "samples").exists()
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_a_duplicate_key_in_a_profile_is_refused(tmp_path: Path, capsys) -> None:
+    """`charlab profile` kept the last of two values silently; now one line, dvc never runs."""
+    from charlab.cli import main as cli_main
+
+    write(tmp_path, "params.yaml", BASE)
+    (tmp_path / "p.yaml").write_text("train:\n  rnn:\n    batch_size: 64\n    batch_size: 256\n")
+    with pytest.raises(SystemExit) as e:
+        cli_main(["profile", str(tmp_path / "p.yaml"), "--params", str(tmp_path / "params.yaml"),
+                  "--dry-run"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert re.fullmatch(r"error: profile \S*p\.yaml: not valid YAML: found duplicate key "
+                        r"train\.rnn\.batch_size \(first at line 3; DVC refuses such a file "
+                        r"too\) in \"\S*p\.yaml\", line 4, column 5", err.strip()), err

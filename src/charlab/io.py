@@ -257,9 +257,53 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping.
+
+    PyYAML keeps the last value silently; DVC (ruamel.yaml) refuses the file. charlab reads
+    params.yaml too, so it must not run on a value DVC never accepted.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_unique(node, "", set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node: yaml.Node, where: str, seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor is (and no recursion)
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, f"{where}[{i}]", seen)
+        if not isinstance(node, yaml.MappingNode):
+            return
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node,
+                                                                            yaml.ScalarNode):
+                continue  # merge keys (<<) may be overridden; a complex key fails later
+            key = self.construct_object(key_node)
+            path = f"{where}.{key}" if where else str(key)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"found duplicate key {path} (first at line {first[key]}; "
+                        "DVC refuses such a file too)", key_node.start_mark)
+                first[key] = line
+            except TypeError:  # unhashable: SafeLoader reports it
+                pass
+            self._check_unique(value_node, path, seen)
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
+    """``yaml.safe_load`` of the file (no tags that run code), refusing duplicate keys."""
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        loader = _UniqueKeyLoader(f)  # what yaml.safe_load does, with this SafeLoader
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
