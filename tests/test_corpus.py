@@ -144,3 +144,28 @@ def test_download_stage_fault_is_one_line(pipeline_ws: Path, capsys, http_server
                         r"Error \(gave up after 1 attempt\)", one_line_error(err))
     assert (pipeline_ws / "data/raw/corpus.txt").read_bytes() == before
     assert temp_leftovers(pipeline_ws) == []
+
+
+# --- a local path that is not a file; what HTTP says about the body (issue 20)
+
+@pytest.mark.parametrize("kind,message", [
+    ("directory", r"is a directory, not a file; name the corpus file itself"),
+    ("dev-zero", r"is a character device, not a file; name the corpus file itself"),
+    ("fifo", r"is a FIFO \(named pipe\), not a file; name the corpus file itself"),
+], ids=["directory", "dev-zero", "fifo"])
+@pytest.mark.parametrize("as_url", [False, True], ids=["path", "file-url"])
+def test_a_local_url_that_is_not_a_file_says_what_it_is(tmp_path: Path, kind: str,
+                                                       message: str, as_url: bool) -> None:
+    """It said "no such file" (and /dev/zero would be read forever); now what it is,
+    before anything is written. /dev/zero is only stat'ed; the FIFO is never opened."""
+    import os
+
+    src = Path("/dev/zero") if kind == "dev-zero" else tmp_path / "src"
+    if kind == "directory":
+        src.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(src)
+    dest = tmp_path / "out" / "corpus.txt"
+    with pytest.raises(DownloadError, match=f"^download\\.url: {re.escape(str(src))} {message}$"):
+        download(src.as_uri() if as_url else str(src), dest, sha256=None)
+    assert not (tmp_path / "out").exists()

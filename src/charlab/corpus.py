@@ -15,7 +15,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from charlab.errors import CharlabError
-from charlab.io import atomic_path
+from charlab.io import atomic_path, not_a_file
 from charlab.params import url_problem
 
 CHUNK = 1 << 16
@@ -41,6 +41,20 @@ def _local_path(url: str) -> Path | None:
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
         return Path(url)
     return None
+
+
+def _check_local(url: str) -> Path | None:
+    """``_local_path``, and the file must be there and be a regular file (a directory or
+    /dev/zero is named as what it is, before anything is written)."""
+    local = _local_path(url)
+    if local is not None:
+        kind = not_a_file(local)
+        if kind is not None:
+            raise DownloadError(f"download.url: {local} is {kind}, not a file; name the "
+                                "corpus file itself")
+        if not local.is_file():
+            raise DownloadError(f"download.url: no such file: {local}")
+    return local
 
 
 class _WriteFailed(DownloadError):
@@ -81,12 +95,14 @@ def _copy(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, digest) -
 
 def _fetch_once(url: str, tmp: Path, timeout: float) -> str:
     digest = hashlib.sha256()
-    local = _local_path(url)
+    local = _check_local(url)
     with open(tmp, "wb") as out:
         if local is not None:
-            if not local.is_file():
-                raise DownloadError(f"download.url: no such file: {local}")
-            with open(local, "rb") as src:
+            try:
+                src = open(local, "rb")  # noqa: SIM115 (closed below; its error named here)
+            except OSError as e:
+                raise DownloadError(f"download.url: {local}: {e.strerror}") from None
+            with src:
                 _copy(src, out, local.stat().st_size, local.name, digest)
             return digest.hexdigest()
         req = urllib.request.Request(url, headers={"User-Agent": "charlab"})
@@ -117,7 +133,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     otherwise it is left as it was. Connection faults, 5xx answers and truncated bodies are
     retried ``retries`` times with exponential backoff.
     """
-    _local_path(url)  # reject a bad scheme before touching anything
+    _check_local(url)  # reject a bad scheme, a missing file, a directory: before anything
     attempt = 0
     while True:
         try:

@@ -67,6 +67,17 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISSOCK, "a socket"))
 
 
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but is not a regular file ("a directory", "a
+    character device", ...; symlinks followed), else None: for the one-line errors of
+    readers that would otherwise say "no such file" of /dev/zero or a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), None)
+
+
 def _real_target(path: Path) -> Path:
     """Where a write to ``path`` lands: the path itself, or a symlink's final target
     (missing or not); refused if something other than a regular file is there."""
@@ -77,11 +88,11 @@ def _real_target(path: Path) -> Path:
         return real
     except OSError as e:  # a symlink loop, a path through a file
         raise OutputError(f"{path}: cannot write there: {e.strerror}") from None
-    for test, kind in _KINDS:
-        if test(mode):
-            shown = f"{path} (a link to {real})" if real != path else str(path)
-            raise OutputError(f"{shown}: is {kind}, not a regular file; charlab writes its "
-                              "outputs only as regular files: give a file name")
+    kind = next((kind for test, kind in _KINDS if test(mode)), None)
+    if kind is not None:
+        shown = f"{path} (a link to {real})" if real != path else str(path)
+        raise OutputError(f"{shown}: is {kind}, not a regular file; charlab writes its "
+                          "outputs only as regular files: give a file name")
     return real
 
 
