@@ -21,6 +21,8 @@ from charlab.errors import CharlabError, run_main
 from charlab.lm import generate, score
 from charlab.models import CHECKPOINT_SUFFIX, NGRAM_SUFFIX, load_model
 
+STATE_SUFFIX = ".state"  # training's resume state beside a checkpoint: rnn.pt.state
+
 # The pipeline's default locations, as written in dvc.yaml.
 DEFAULT_VOCAB = "data/encoded/vocab.json"
 DEFAULT_MODELS = "models"
@@ -28,11 +30,20 @@ DEFAULT_NGRAMS = "models/ngram"
 
 
 def _model_path(model: str, models_dir: str, ngram_dir: str) -> Path:
-    if model.endswith((NGRAM_SUFFIX, CHECKPOINT_SUFFIX)):
+    """A model name (``rnn3``, ``ngram4``) at its pipeline location, or a path: one with a
+    known suffix or a directory part (model names never hold a separator), or one that
+    exists where no model of that name does. A resume state is named as what it is."""
+    if model.endswith(STATE_SUFFIX):
+        raise CharlabError(f"{model}: a training resume state (what an interrupted run "
+                           "continues from), not a model; use the checkpoint "
+                           f"{model.removesuffix(STATE_SUFFIX)}")
+    if model.endswith((NGRAM_SUFFIX, CHECKPOINT_SUFFIX)) or os.sep in model or "/" in model:
         return Path(model)
     if model.startswith("ngram") and model[5:].isdigit():
-        return Path(ngram_dir) / f"{model}{NGRAM_SUFFIX}"
-    return Path(models_dir) / f"{model}{CHECKPOINT_SUFFIX}"
+        named = Path(ngram_dir) / f"{model}{NGRAM_SUFFIX}"
+    else:
+        named = Path(models_dir) / f"{model}{CHECKPOINT_SUFFIX}"
+    return Path(model) if not named.exists() and os.path.lexists(model) else named
 
 
 def _read_text(path: str) -> str:

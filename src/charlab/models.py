@@ -8,6 +8,7 @@ from pathlib import Path
 
 from charlab.encoding import Vocab
 from charlab.errors import CharlabError
+from charlab.io import not_a_file
 from charlab.lm import LanguageModel
 
 NGRAM_SUFFIX = ".npz"
@@ -42,6 +43,9 @@ def model_files(orders: list[int], trained: list[str], ngram_dir: str | os.PathL
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:
     """Load an n-gram table or a network checkpoint (RNN or GPT) built for ``vocab``."""
     path = Path(path)
+    kind = not_a_file(path)
+    if kind is not None:
+        raise CharlabError(f"{path}: is {kind}, not a model file")
     if not path.is_file():
         raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
     if path.suffix == NGRAM_SUFFIX:
