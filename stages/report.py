@@ -18,7 +18,10 @@ def main() -> None:
                                "runs-dir", "out", "figures-dir", "classes", "analysis",
                                "analysis-figures", "analysis-pages").parse_args()
 
-    configs = params.train_models(params.load(args.params))
+    raw = params.load(args.params)
+    configs = params.train_models(raw)
+    # each sample is sample.prime + what the model wrote: the excerpt shows the latter
+    prime = params.section(raw, "sample", params.SampleParams).prime
     models = params.ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     trained = {}
     for name in models.trained:
@@ -33,7 +36,7 @@ def main() -> None:
                for name in model_names(list(models.ngram_orders), list(models.trained))}
     analysis = AnalysisFiles(Path(args.classes), Path(args.analysis), Path(args.analysis_figures),
                              Path(args.analysis_pages))
-    write_report(args.metrics, trained, samples, args.out, args.figures_dir, analysis)
+    write_report(args.metrics, trained, samples, args.out, args.figures_dir, analysis, prime)
     print(f"report: {args.out}")
 
 

@@ -356,6 +356,29 @@ def test_the_stages_write_what_dvc_yaml_declares(stages_ws: Path) -> None:
         assert (ws / "metrics" / link).is_file(), link
 
 
+def test_the_report_excerpt_shows_what_follows_a_long_prime(stages_ws: Path,
+                                                             tmp_path: Path) -> None:
+    """sample.prime of 3000 characters: the sample stage samples after it, and the report's
+    excerpt shows the generated text (it showed the first 300 characters: the prime)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(stages_ws, ws)
+    prime = make_text(3000, seed=8)
+    p = yaml.safe_load((ws / "params.yaml").read_text())
+    p["sample"]["prime"] = prime
+    (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    for stage in ("sample", "report"):
+        assert run_stage(ws, stage, key="lstm2")[0] == 0, stage
+    sample = (ws / "samples/lstm2.txt").read_text(encoding="utf-8")
+    generated = sample[len(prime):]
+    assert sample.startswith(prime) and len(generated) == 20
+    report = (ws / "metrics/report.md").read_text(encoding="utf-8")
+    section = report.split("### lstm2\n", 1)[1]
+    excerpt = section.split("```text\n", 1)[1].split("\n```", 1)[0]
+    assert excerpt == "…" + prime[-100:] + generated
+
+
 def test_analyze_stage_rejects_an_unknown_pair_before_any_work(stages_ws: Path, capsys,
                                                                tmp_path: Path) -> None:
     import shutil
