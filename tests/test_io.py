@@ -348,6 +348,17 @@ def test_a_user_named_output_needs_its_directory(tmp_path: Path) -> None:
     assert missing.read_text() == "a stage output"
 
 
+def test_a_stage_creates_the_output_directory_dvc_removed(pipeline_ws: Path, capsys) -> None:
+    """DVC deletes a stage's output directory (samples/) before running it: the stage's
+    own writes still create it (only the CLI's user-named outputs refuse a missing one)."""
+    import shutil
+
+    before = snapshot(pipeline_ws / "samples")
+    shutil.rmtree(pipeline_ws / "samples")
+    assert run_stage(pipeline_ws, "sample", capsys)[0] == 0
+    assert snapshot(pipeline_ws / "samples") == before
+
+
 def _stale(directory: Path, name: str, size: int = 0) -> Path:
     path = directory / name
     path.write_bytes(b"\0" * size)
