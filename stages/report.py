@@ -10,6 +10,7 @@ import pandas as pd
 from charlab.errors import CharlabError, run_main
 from charlab.models import ModelSet, model_names
 from charlab.params import core
+from charlab.params.readers import SampleParams
 from charlab.report import AnalysisFiles, TrainedInfo, read_run_info, write_report
 
 
@@ -18,6 +19,8 @@ def main() -> None:
                                "runs-dir", "out", "figures-dir", "classes", "analysis",
                                "analysis-figures", "analysis-pages").parse_args()
 
+    # each sample is sample.prime + what the model wrote: the excerpt shows the latter
+    prime = core.section(core.load(args.params), "sample", SampleParams).prime
     models = ModelSet.load(args.model_set)  # a dependency: a new set reruns this
     trained = {}
     for name in models.trained:
@@ -32,7 +35,7 @@ def main() -> None:
                for name in model_names(list(models.ngram_orders), list(models.trained))}
     analysis = AnalysisFiles(Path(args.classes), Path(args.analysis), Path(args.analysis_figures),
                              Path(args.analysis_pages))
-    write_report(args.metrics, trained, samples, args.out, args.figures_dir, analysis)
+    write_report(args.metrics, trained, samples, args.out, args.figures_dir, analysis, prime)
     print(f"report: {args.out}")
 
 

@@ -4,10 +4,12 @@ the tiny training params, and a small pipeline workspace built once per session.
 from __future__ import annotations
 
 import functools
+import gzip
 import http.server
 import random
 import shutil
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if kind == "html":  # a login page, whatever was asked for
+            self._send(LOGIN_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+            return
         # the file's bytes, damaged: "wrong" flips one byte (right length); "truncate" and
         # "stall_body" promise the whole file in Content-Length and send a third of it
         path = Path(self.translate_path(self.path))
@@ -91,6 +96,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return
         good = path.read_bytes()
+        if kind in COMPRESSED:  # the file compressed, as Content-Encoding says (or claims)
+            coding, body = COMPRESSED[kind](good)
+            self._send(body, {"Content-Type": "text/plain", "Content-Encoding": coding})
+            return
         body = good[:100] + bytes([good[100] ^ 1]) + good[101:] if kind == "wrong" else good
         self.send_response(200)
         self.send_header("Content-Length", str(len(good)))
@@ -105,6 +114,35 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+    def _send(self, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(200)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+LOGIN_PAGE = (b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n"
+              b"<title>\n  Sign in \xe2\x80\x93 Example Corp</title></head>"
+              b"<body><form>user <input name=u></form></body></html>\n")
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return z.compress(data) + z.flush()
+
+
+COMPRESSED = {  # action: data -> (Content-Encoding, body)
+    "gzip": lambda d: ("gzip", gzip.compress(d)),
+    "gzip_members": lambda d: ("gzip", gzip.compress(d[:1000]) + gzip.compress(d[1000:])),
+    "deflate": lambda d: ("deflate", zlib.compress(d)),
+    "deflate_raw": lambda d: ("deflate", _raw_deflate(d)),
+    "gzip_cut": lambda d: ("gzip", gzip.compress(d)[: len(gzip.compress(d)) // 2]),
+    "gzip_bad": lambda d: ("gzip", d),  # says gzip, is not
+    "br": lambda d: ("br", d),
+}
+
+
 class HTTPServer:
     """A real HTTP server on 127.0.0.1 serving the files under ``root``.
 
@@ -112,8 +150,10 @@ class HTTPServer:
     file (the default), ``("drop",)`` closes the connection unanswered, ``("stall",)`` says
     nothing, ``("status", 503)`` answers with that error, ``("redirect", url)`` sends a 302,
     ``("wrong",)`` serves the file with one byte flipped, ``("truncate",)`` and
-    ``("stall_body",)`` send a third of the file (then close, or stall). ``requests`` counts
-    the GETs.
+    ``("stall_body",)`` send a third of the file (then close, or stall); ``("gzip",)``,
+    ``("deflate",)`` (and the others of COMPRESSED) serve it with that Content-Encoding;
+    ``("html",)`` answers any path with a login page (text/html). ``requests`` counts the
+    GETs.
     """
 
     def __init__(self, root: Path) -> None:

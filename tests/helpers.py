@@ -8,6 +8,7 @@ import os
 import pickle
 import runpy
 import shlex
+import stat
 import subprocess
 import sys
 import time
@@ -79,6 +80,34 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def temp_leftovers(root: Path) -> list[str]:
     """Temp files an atomic write left behind (charlab.io names them ``.<name>.*.tmp``)."""
     return [str(p) for p in root.rglob(".*.tmp")]
+
+
+# --- nodes an output path may name (test_io, test_arpa, test_analysis)
+
+def make_node(path: Path, kind: str) -> None:
+    """A FIFO, a character device (the numbers of /dev/null, made in tmp_path: the real one
+    is never at risk), a directory, or symlinks to them; skips where mknod is not allowed."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "char-device":
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("mknod of a character device needs root (CAP_MKNOD)")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "link-loop":
+        os.symlink(path.name, path)
+    else:  # link-to-<kind>: a relative symlink to a node of that kind
+        target = path.with_name("target")
+        make_node(target, kind.removeprefix("link-to-"))
+        os.symlink("target", path)
+
+
+def node_kind(path: Path) -> str:
+    mode = os.lstat(path).st_mode
+    return ("link" if stat.S_ISLNK(mode) else "fifo" if stat.S_ISFIFO(mode) else
+            "char" if stat.S_ISCHR(mode) else "dir" if stat.S_ISDIR(mode) else "file")
 
 
 def edit_params(ws: Path, edit: dict) -> None:

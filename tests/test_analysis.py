@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, TINY, make_text, pixels_like, screenshot
-from helpers import run_stage, train_entry
+from helpers import make_node, node_kind, run_stage, train_entry
 
 from charlab import analysis, render
 from charlab.analysis import (
@@ -355,6 +355,29 @@ def test_the_stages_write_what_dvc_yaml_declares(stages_ws: Path) -> None:
         assert (ws / "metrics" / link).is_file(), link
 
 
+def test_the_report_excerpt_shows_what_follows_a_long_prime(stages_ws: Path,
+                                                             tmp_path: Path) -> None:
+    """sample.prime of 3000 characters: the sample stage samples after it, and the report's
+    excerpt shows the generated text (it showed the first 300 characters: the prime)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(stages_ws, ws)
+    prime = make_text(3000, seed=8)
+    p = yaml.safe_load((ws / "params.yaml").read_text())
+    p["sample"]["prime"] = prime
+    (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    for stage in ("sample", "report"):
+        assert run_stage(ws, stage, key="lstm2")[0] == 0, stage
+    sample = (ws / "samples/lstm2.txt").read_text(encoding="utf-8")
+    generated = sample[len(prime):]
+    assert sample.startswith(prime) and len(generated) == 20
+    report = (ws / "metrics/report.md").read_text(encoding="utf-8")
+    section = report.split("### lstm2\n", 1)[1]
+    excerpt = section.split("```text\n", 1)[1].split("\n```", 1)[0]
+    assert excerpt == "…" + prime[-100:] + generated
+
+
 def test_analyze_stage_rejects_an_unknown_pair_before_any_work(stages_ws: Path, capsys,
                                                                tmp_path: Path) -> None:
     import shutil
@@ -452,3 +475,48 @@ def test_cli_errors_are_one_line(built: dict, capsys, tmp_path: Path, argv: list
     if "--" in message:  # argparse's own errors: the usage line, then the error
         lines = lines[-1:]
     assert len(lines) == 1 and re.search(message, lines[0]), err
+
+
+@pytest.mark.parametrize("kind,where,message", [
+    ("fifo", "p.html", r": is a FIFO \(named pipe\), not a regular file; .*"),
+    ("char-device", "p.html", r": is a character device, not a regular file; .*"),
+    ("link-to-fifo", "p.html", r" \(a link to .*target\): is a FIFO \(named pipe\), not a .*"),
+    (None, "no/dir/p.html", r": .*/no/dir: no such directory; create it first, or give "
+                            r"another path"),
+], ids=["fifo", "char-device", "link-to-fifo", "missing-dir"])
+@pytest.mark.parametrize("command", ["compare", "cells"])
+def test_html_page_is_written_to_a_file_never_over_another_kind(
+        built: dict, capsys, tmp_path: Path, command: str, kind: str | None, where: str,
+        message: str) -> None:
+    """`--html` naming a FIFO, a device or a missing directory: one line before any model is
+    read (it was replaced by a regular file, or the directories created)."""
+    import re
+
+    d = built["dir"]
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (tmp_path / "t.txt").write_text(make_text(300, seed=2), encoding="utf-8")
+    if kind is not None:
+        make_node(ws / where, kind)
+    before = {p: node_kind(p) for p in ws.rglob("*")}
+    models = [str(d / "lstm2.pt")] + ([str(d / "ngram3.npz")] if command == "compare" else [])
+    page = str(ws / where)
+    code, out, err = cli([command, *models, str(tmp_path / "t.txt"), "--html", page,
+                          "--vocab", str(d / "vocab.json")], capsys)
+    assert code == 2 and out == ""  # nothing was read or computed
+    assert re.fullmatch(f"error: {re.escape(page)}" + message, err.strip()), err
+    assert {p: node_kind(p) for p in ws.rglob("*")} == before
+
+
+def test_html_page_through_a_symlink_writes_its_target(built: dict, capsys,
+                                                       tmp_path: Path) -> None:
+    d = built["dir"]
+    (tmp_path / "t.txt").write_text(make_text(300, seed=2), encoding="utf-8")
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages/real.html").write_text("previous")
+    (tmp_path / "p.html").symlink_to("pages/real.html")
+    code, _, err = cli(["cells", str(d / "lstm2.pt"), str(tmp_path / "t.txt"), "--html",
+                        str(tmp_path / "p.html"), "--vocab", str(d / "vocab.json")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "p.html").is_symlink()
+    assert "<html" in (tmp_path / "pages/real.html").read_text()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_text
+from helpers import make_node, node_kind
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -362,6 +363,7 @@ def workspace(tmp_path: Path, monkeypatch) -> Path:
     (["ngram", "export", "--order", "3", "--smoothing", "mkn", "out/m.arpa"], "mkn"),
 ], ids=["own-smoothing", "override"])
 def test_export_command(workspace: Path, capsys, argv: list[str], smoothing: str) -> None:
+    (workspace / "out").mkdir()  # a user-named output's directory must exist (issue 20)
     cli_main(argv)
     out, err = capsys.readouterr()
     order = int(argv[3])
@@ -403,3 +405,38 @@ def test_export_errors(workspace: Path, capsys, argv: list[str], message: str) -
     assert e.value.code == 2 and out == ""
     assert re.fullmatch(message, err.strip()), err
     assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kind,where,message", [
+    ("fifo", "m.arpa", r"m\.arpa: is a FIFO \(named pipe\), not a regular file; .*"),
+    ("char-device", "m.arpa", r"m\.arpa: is a character device, not a regular file; .*"),
+    ("link-to-char-device", "m.arpa",
+     r"m\.arpa \(a link to .*/target\): is a character device, not a regular file; .*"),
+    ("fifo", "m.arpa.tokens.json",
+     r"m\.arpa\.tokens\.json: is a FIFO \(named pipe\), not a regular file; .*"),
+    (None, "no/such/dir/m.arpa",
+     r"no/such/dir/m\.arpa: no/such/dir: no such directory; create it first, or give another "
+     r"path"),
+], ids=["fifo", "char-device", "link-to-device", "fifo-tokens", "missing-dir"])
+def test_export_writes_a_file_and_never_replaces_another_kind(
+        workspace: Path, capsys, kind: str | None, where: str, message: str) -> None:
+    """`charlab ngram export /dev/null` as root made /dev/null a regular file, and a missing
+    directory was created silently: now one line before any work, nothing touched."""
+    if kind is not None:
+        make_node(workspace / where, kind)
+    before = {p: node_kind(p) for p in workspace.rglob("*")}
+    with pytest.raises(SystemExit) as e:
+        cli_main(["ngram", "export", "--order", "2", where.removesuffix(".tokens.json")])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert re.fullmatch("error: " + message, err.strip()), err
+    assert {p: node_kind(p) for p in workspace.rglob("*")} == before
+
+
+def test_export_through_a_symlink_writes_its_target(workspace: Path, capsys) -> None:
+    (workspace / "store").mkdir()
+    os.symlink("store/real.arpa", workspace / "m.arpa")
+    cli_main(["ngram", "export", "--order", "2", "m.arpa"])
+    assert (workspace / "m.arpa").is_symlink()
+    assert (workspace / "store/real.arpa").read_text().startswith("\\data\\")
+    assert (workspace / "m.arpa.tokens.json").is_file()

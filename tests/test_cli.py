@@ -197,3 +197,44 @@ def test_out_of_vocabulary_in_a_real_cli_process(pipeline_ws: Path) -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert re.fullmatch(r"error: oov\.txt: 2 character\(s\) not in the vocabulary of \d+: "
                         r"'Ω', '☃'", one_line_error(proc.stderr))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["score", "models/rnn.pt.state", "t.txt"],
+     r"models/rnn\.pt\.state: a training resume state \(what an interrupted run continues "
+     r"from\), not a model; use the checkpoint models/rnn\.pt"),
+    (["sample", "rnn.pt.state"], r"rnn\.pt\.state: a training resume state .*; use the "
+                                 r"checkpoint rnn\.pt"),
+    (["score", "models/nope", "t.txt"],
+     r"models/nope: no such model file \(has the pipeline run\? `dvc repro`\)"),
+    (["score", "sub/best", "t.txt"], r"sub/best: unknown model file type \(expected \.npz or "
+                                     r"\.pt\)"),
+    (["score", "best", "t.txt"], r"best: unknown model file type \(expected \.npz or \.pt\)"),
+    (["score", "/dev/zero", "t.txt"], r"/dev/zero: is a character device, not a model file"),
+    (["score", "models", "t.txt"], r"models: is a directory, not a model file"),
+    (["info", "/dev/zero"], r"/dev/zero: is a character device, not a checkpoint file"),
+    (["info", "models"], r"models: is a directory, not a checkpoint file"),
+], ids=["score-state", "sample-state", "missing-path", "path-without-suffix",
+        "existing-file-without-suffix", "score-dev-zero", "score-directory", "info-dev-zero",
+        "info-directory"])
+def test_a_model_argument_is_named_as_what_it_is(pipeline_ws: Path, capsys, monkeypatch,
+                                                 argv: list[str], message: str) -> None:
+    """Issue 20: `charlab score models/rnn.pt.state f` said "models/models/rnn.pt.state.pt: no
+    such model file", `charlab info /dev/zero` "no such checkpoint file". A name with a path
+    separator, or a file that exists where no model of that name does, is a path."""
+    (pipeline_ws / "t.txt").write_text("KING:\nthe king shall speak\n", encoding="utf-8")
+    (pipeline_ws / "sub").mkdir()
+    for where in ("sub/best", "best"):
+        (pipeline_ws / where).write_bytes((pipeline_ws / "models/rnn.pt").read_bytes())
+    code, out, err = cli(pipeline_ws, capsys, monkeypatch, *argv)
+    assert code == 2 and out == ""
+    assert re.fullmatch("error: " + message, one_line_error(err))
+
+
+def test_a_model_name_wins_over_a_file_of_that_name(pipeline_ws: Path, capsys,
+                                                    monkeypatch) -> None:
+    (pipeline_ws / "t.txt").write_text("KING:\nthe king shall speak\n", encoding="utf-8")
+    (pipeline_ws / "rnn").mkdir()  # e.g. a directory of notes called rnn
+    code, out, err = cli(pipeline_ws, capsys, monkeypatch, "score", "rnn", "t.txt")
+    assert code == 0, err
+    assert "model       rnn" in out

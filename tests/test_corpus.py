@@ -144,3 +144,102 @@ def test_download_stage_fault_is_one_line(pipeline_ws: Path, capsys, http_server
                         r"Error \(gave up after 1 attempt\)", one_line_error(err))
     assert (pipeline_ws / "data/raw/corpus.txt").read_bytes() == before
     assert temp_leftovers(pipeline_ws) == []
+
+
+# --- a local path that is not a file; what HTTP says about the body (issue 20)
+
+@pytest.mark.parametrize("kind,message", [
+    ("directory", r"is a directory, not a file; name the corpus file itself"),
+    ("dev-zero", r"is a character device, not a file; name the corpus file itself"),
+    ("fifo", r"is a FIFO \(named pipe\), not a file; name the corpus file itself"),
+], ids=["directory", "dev-zero", "fifo"])
+@pytest.mark.parametrize("as_url", [False, True], ids=["path", "file-url"])
+def test_a_local_url_that_is_not_a_file_says_what_it_is(tmp_path: Path, kind: str,
+                                                       message: str, as_url: bool) -> None:
+    """It said "no such file" (and /dev/zero would be read forever); now what it is,
+    before anything is written. /dev/zero is only stat'ed; the FIFO is never opened."""
+    import os
+
+    src = Path("/dev/zero") if kind == "dev-zero" else tmp_path / "src"
+    if kind == "directory":
+        src.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(src)
+    dest = tmp_path / "out" / "corpus.txt"
+    with pytest.raises(DownloadError, match=f"^download\\.url: {re.escape(str(src))} {message}$"):
+        download(src.as_uri() if as_url else str(src), dest, sha256=None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("action", ["gzip", "gzip_members", "deflate", "deflate_raw"])
+@pytest.mark.parametrize("pinned", [False, True], ids=["sha256-null", "sha256"])
+def test_a_compressed_http_body_is_stored_decoded(http_server, tmp_path: Path, action: str,
+                                                  pinned: bool) -> None:
+    """Content-Encoding gzip or deflate: the corpus is the decoded file (it was stored
+    compressed, and encode then failed at byte 1). 200 copies of GOOD: the decoder's
+    bounded reads carry over many times."""
+    data = GOOD * 200
+    http_server.put("input.txt", data)
+    http_server.script = [(action,)]
+    dest = tmp_path / "corpus.txt"
+    assert download(http_server.url(), dest, sha256=sha(data) if pinned else None) == sha(data)
+    assert dest.read_bytes() == data
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("action,message,attempts", [
+    ("gzip_cut", r": body truncated: the gzip stream ends early \(gave up after 2 attempts\)$",
+     2),
+    ("gzip_bad", r": the body is not valid gzip data \(Content-Encoding: gzip\): Error -3 .*", 1),
+    ("br", r": the server sent the body compressed as 'br' \(Content-Encoding\), which charlab "
+           r"cannot decode; it decodes gzip and deflate$", 1),
+], ids=["gzip-cut", "not-gzip", "brotli"])
+def test_a_compressed_body_that_cannot_be_decoded(http_server, tmp_path: Path, action: str,
+                                                  message: str, attempts: int) -> None:
+    http_server.put("input.txt", GOOD)
+    http_server.script = [(action,)]
+    dest = tmp_path / "corpus.txt"
+    dest.write_bytes(b"previous good corpus")
+    with pytest.raises(DownloadError, match=f"^{re.escape(http_server.url())}{message}"):
+        download(http_server.url(), dest, sha256=None, retries=1, backoff=0.01)
+    assert http_server.requests == attempts
+    assert dest.read_bytes() == b"previous good corpus"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_an_html_answer_is_refused_saying_what_came_back(http_server, tmp_path: Path) -> None:
+    """With sha256: null a login page was stored as the corpus, silently."""
+    http_server.put("input.txt", GOOD)
+    http_server.script = [("html",)]
+    dest = tmp_path / "corpus.txt"
+    dest.write_bytes(b"previous good corpus")
+    with pytest.raises(DownloadError) as e:
+        download(http_server.url(), dest, sha256=None, retries=3, backoff=0.01)
+    assert str(e.value) == (
+        f"{http_server.url()}: the server answered with an HTML page (Content-Type: text/html; "
+        "charset=utf-8, titled 'Sign in – Example Corp'), not a text corpus: a login, error or "
+        "download page? Point download.url at the raw text file (a corpus that is HTML is "
+        "taken when download.sha256 names it)")
+    assert http_server.requests == 1  # not a network fault: not retried
+    assert dest.read_bytes() == b"previous good corpus"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_an_html_corpus_named_by_its_sha256_is_taken(http_server, tmp_path: Path) -> None:
+    from conftest import LOGIN_PAGE
+
+    http_server.script = [("html",)]
+    dest = tmp_path / "corpus.txt"
+    assert download(http_server.url(), dest, sha256=sha(LOGIN_PAGE)) == sha(LOGIN_PAGE)
+    assert dest.read_bytes() == LOGIN_PAGE
+
+
+def test_the_download_stage_refuses_an_html_answer_in_one_line(pipeline_ws: Path, capsys,
+                                                              http_server) -> None:
+    http_server.script = [("html",)]
+    edit_params(pipeline_ws, {"download": {"url": http_server.url(), "sha256": None}})
+    before = (pipeline_ws / "data/raw/corpus.txt").read_bytes()
+    code, _, err = run_stage(pipeline_ws, "download", capsys)
+    assert code == 2
+    assert "answered with an HTML page" in one_line_error(err)
+    assert (pipeline_ws / "data/raw/corpus.txt").read_bytes() == before

@@ -322,3 +322,23 @@ def test_corpus_shorter_than_one_batch(pipeline_ws: Path, capsys) -> None:
                         r"characters need 6464, the train split has 360; use batch_size <= 3 "
                         r"or a shorter train\.rnn\.seq_length", one_line_error(err))
     assert not (pipeline_ws / "models/rnn.pt").exists()
+
+
+def test_the_encode_stage_removes_what_a_killed_encode_left(pipeline_ws: Path, capsys) -> None:
+    """`kill -9` during encode leaves `.corpus.bin.*.tmp` (up to 32 MiB) and empty temp files
+    for the vocabulary and the manifest; the next encode removes them (issue 20: a
+    successful rerun used to keep them forever). Another stage's temp file stays."""
+    enc = pipeline_ws / "data/encoded"
+    stale = [enc / ".corpus.bin.k9x2ab3d.tmp", enc / ".vocab.json.q1w2e3r4.tmp",
+             enc / ".split.json.zz_9aa0b.tmp"]
+    stale[0].write_bytes(b"\x01" * (1 << 20))
+    for path in stale[1:]:
+        path.write_bytes(b"")
+    other = pipeline_ws / "models/.rnn.pt.k9x2ab3d.tmp"
+    other.write_bytes(b"")
+    before = snapshot(pipeline_ws)
+    assert run_stage(pipeline_ws, "encode", capsys)[0] == 0
+    assert not any(p.exists() for p in stale)
+    assert other.exists()
+    after = snapshot(pipeline_ws)
+    assert {k: v for k, v in before.items() if not k.startswith("data/encoded/.")} == after

@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from conftest import make_text, tiny_params
 from helpers import (
     ENCODED,
     PY,
     REPO,
     edit_params,
+    make_node,
+    node_kind,
     one_line_error,
     run_stage,
     snapshot,
@@ -33,7 +36,7 @@ from helpers import (
 from charlab.corpus import download
 from charlab.encoding import Corpus, encode_corpus
 from charlab.evaluate import evaluate, write_metrics
-from charlab.io import OutputError, atomic_path, atomic_paths
+from charlab.io import OutputError, atomic_path, atomic_paths, check_output, write_text
 from charlab.ngram import NGramLM
 
 FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -46,21 +49,33 @@ def _fill(tmp: Path) -> None:
     raise FULL
 
 
-@pytest.mark.parametrize("previous,message", [
-    ([True], r"^{a}: cannot write: No space left on device \(not replaced; the previous file is "
-             r"unchanged\)$"),
-    # what `dvc repro` leaves: DVC deleted the output before the stage ran
-    ([False], r"^{a}: cannot write: No space left on device \(nothing written; there was no "
-              r"previous file: " + DVC_NOTE + r"\)$"),
-    ([True, True], r"^{a}, {b}: cannot write: No space left on device \(none replaced; the "
-                   r"previous files are unchanged\)$"),
-    ([False, False], r"^{a}, {b}: cannot write: .*\(nothing written; there was no previous "
-                     r"file: " + DVC_NOTE + r"\)$"),
-    ([True, False], r"^{a}, {b}: cannot write: .*\(none replaced; the previous {a} unchanged, "
-                    r"no previous {b}: " + DVC_NOTE + r"\)$"),
-], ids=["one-kept", "one-deleted-by-dvc", "two-kept", "two-deleted", "one-of-two-deleted"])
-def test_disk_full_message_says_what_is_really_left(tmp_path: Path, previous: list[bool],
+@pytest.mark.parametrize("previous,under_dvc,message", [
+    ([True], False, r"^{a}: cannot write: No space left on device \(not replaced; the previous "
+                    r"file is unchanged\)$"),
+    # what `dvc repro` leaves: DVC deleted the output before the stage ran (DVC tells the
+    # command so: DVC_STAGE is set in its environment)
+    ([False], True, r"^{a}: cannot write: No space left on device \(nothing written; there "
+                    r"was no previous file: " + DVC_NOTE + r"\)$"),
+    # a stage or library call run by hand: nothing deleted the file, and none is blamed
+    ([False], False, r"^{a}: cannot write: No space left on device \(nothing written; there "
+                     r"was no previous file\)$"),
+    ([True, True], False, r"^{a}, {b}: cannot write: No space left on device \(none replaced; "
+                          r"the previous files are unchanged\)$"),
+    ([False, False], True, r"^{a}, {b}: cannot write: .*\(nothing written; there was no "
+                           r"previous file: " + DVC_NOTE + r"\)$"),
+    ([True, False], True, r"^{a}, {b}: cannot write: .*\(none replaced; the previous {a} "
+                          r"unchanged, no previous {b}: " + DVC_NOTE + r"\)$"),
+    ([True, False], False, r"^{a}, {b}: cannot write: .*\(none replaced; the previous {a} "
+                           r"unchanged, no previous {b}\)$"),
+], ids=["one-kept", "one-deleted-by-dvc", "one-new-by-hand", "two-kept", "two-deleted",
+        "one-of-two-deleted", "one-of-two-new-by-hand"])
+def test_disk_full_message_says_what_is_really_left(tmp_path: Path, monkeypatch,
+                                                     previous: list[bool], under_dvc: bool,
                                                      message: str) -> None:
+    if under_dvc:
+        monkeypatch.setenv("DVC_STAGE", "encode")
+    else:
+        monkeypatch.delenv("DVC_STAGE", raising=False)
     targets = [tmp_path / name for name in ("a.csv", "b.json")[: len(previous)]]
     for path, there in zip(targets, previous, strict=True):
         if there:
@@ -251,3 +266,172 @@ def test_file_size_limit_in_a_real_train_process(pipeline_ws: Path) -> None:
                         r"replaced; .*\)", one_line_error(proc.stderr))
     assert (pipeline_ws / "models/rnn.pt").read_bytes() == before
     assert temp_leftovers(pipeline_ws) == []
+
+
+# --- an output path is written to, never replaced by something of another kind
+
+NOT_A_FILE = {
+    "fifo": r"is a FIFO \(named pipe\), not a regular file",
+    "char-device": r"is a character device, not a regular file",
+    "directory": r"is a directory, not a regular file",
+    "link-to-fifo": r"\(a link to .*target\): is a FIFO \(named pipe\), not a regular file",
+    "link-to-char-device": r"\(a link to .*target\): is a character device, not a regular file",
+    "link-loop": r"cannot write there: Too many levels of symbolic links",
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_A_FILE))
+@pytest.mark.parametrize("how", ["write_text", "atomic_paths"])
+def test_an_output_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str,
+                                                         how: str) -> None:
+    """Before issue 20 each of these was replaced by a regular file (as root, /dev/null
+    became one). Now one line, and the node and its directory are as they were."""
+    out = tmp_path / "out"
+    make_node(out, kind)
+    before = {p.name: node_kind(p) for p in tmp_path.iterdir()}
+    with pytest.raises(OutputError, match=rf"^{re.escape(str(out))}( |: ){NOT_A_FILE[kind]}"):
+        if how == "write_text":
+            write_text(out, "x")
+        else:  # one of a set: the other output is not written either
+            with atomic_paths(tmp_path / "other.txt", out) as temps:
+                for tmp in temps:
+                    tmp.write_text("x")
+    assert {p.name: node_kind(p) for p in tmp_path.iterdir()} == before
+    assert check_output_error(out) is not None
+
+
+def check_output_error(path: Path) -> str | None:
+    try:
+        check_output(path)
+    except OutputError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("link", ["relative", "absolute", "chain", "dangling"])
+def test_a_symlink_output_writes_its_target(tmp_path: Path, link: str) -> None:
+    """The target gets the new file, atomically (temp beside the target, then renamed);
+    the link stays a link; no temp file is left in either directory."""
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "real.txt"
+    if link != "dangling":
+        target.write_text("previous")
+    out = tmp_path / "out.txt"
+    if link == "absolute":
+        os.symlink(target, out)
+    elif link == "chain":
+        os.symlink("data/real.txt", tmp_path / "mid")
+        os.symlink("mid", out)
+    else:
+        os.symlink("data/real.txt", out)
+    assert check_output_error(out) is None
+    write_text(out, "new")
+    assert out.is_symlink() and target.read_text() == "new"
+    assert node_kind(target) == "file"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_a_user_named_output_needs_its_directory(tmp_path: Path) -> None:
+    """check_output (the CLI's outputs, before any work) refuses a missing directory or a
+    path through a file; the stages' own writes still create their output directories,
+    which DVC removes before running a stage."""
+    missing = tmp_path / "no" / "such" / "x.arpa"
+    assert check_output_error(missing) == (f"{missing}: {missing.parent}: no such directory; "
+                                           "create it first, or give another path")
+    (tmp_path / "f").write_text("a file")
+    assert "Not a directory" in check_output_error(tmp_path / "f" / "x.arpa")
+    dangling = tmp_path / "link.arpa"
+    os.symlink("gone/x.arpa", dangling)
+    assert "gone: no such directory" in check_output_error(dangling)
+    assert not (tmp_path / "no").exists() and not (tmp_path / "gone").exists()
+    write_text(missing, "a stage output")  # atomic writes create the directory
+    assert missing.read_text() == "a stage output"
+
+
+def test_a_stage_creates_the_output_directory_dvc_removed(pipeline_ws: Path, capsys) -> None:
+    """DVC deletes a stage's output directory (samples/) before running it: the stage's
+    own writes still create it (only the CLI's user-named outputs refuse a missing one)."""
+    import shutil
+
+    before = snapshot(pipeline_ws / "samples")
+    shutil.rmtree(pipeline_ws / "samples")
+    assert run_stage(pipeline_ws, "sample", capsys)[0] == 0
+    assert snapshot(pipeline_ws / "samples") == before
+
+
+def _stale(directory: Path, name: str, size: int = 0) -> Path:
+    path = directory / name
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def test_a_write_removes_the_stale_temp_files_of_its_own_outputs(tmp_path: Path) -> None:
+    """What a kill -9 in the middle of a write left (``.<name>.XXXXXXXX.tmp``, the pattern
+    of mkstemp) goes at the next write of that output. Kept: a temp file a live writer
+    holds, the temps of other outputs (also ``.a.csv.state.…``) and files that only look
+    alike."""
+    stale = [_stale(tmp_path, ".a.csv.k9x2ab3d.tmp", 1 << 20),
+             _stale(tmp_path, ".a.csv.0_zz1x2y.tmp")]
+    kept = [_stale(tmp_path, n) for n in (".b.csv.k9x2ab3d.tmp", ".a.csv.state.k9x2ab3d.tmp",
+                                          ".a.csv.short.tmp", "a.csv.k9x2ab3d.tmp",
+                                          ".a.csv.K9X2AB3D.tmp")]
+    live = _stale(tmp_path, ".a.csv.livelive.tmp")
+    fd = os.open(live, os.O_RDONLY)  # as a writer in another process holds its temp
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        write_text(tmp_path / "a.csv", "new")
+        assert (tmp_path / "a.csv").read_text() == "new"
+        assert not any(p.exists() for p in stale)
+        assert all(p.exists() for p in [*kept, live])
+    finally:
+        os.close(fd)
+    write_text(tmp_path / "a.csv", "again")  # its writer is gone: now it is stale
+    assert not live.exists() and all(p.exists() for p in kept)
+
+
+# --- YAML: a key given twice is refused, as DVC refuses it
+
+@pytest.mark.parametrize("text,key,line,first", [
+    ("train:\n  rnn:\n    lr: 0.1\n    lr: 0.2\n", "train.rnn.lr", 4, 3),
+    ("download:\n  url: a.txt\nencode: {}\ndownload:\n  url: b.txt\n", "download", 4, 1),
+    ("analyze:\n  pairs:\n  - {a: 1, a: 2}\n", r"analyze.pairs\[0\].a", 3, 3),
+], ids=["nested", "section", "in-a-list"])
+def test_a_duplicate_key_in_params_is_refused(tmp_path: Path, text: str, key: str, line: int,
+                                              first: int) -> None:
+    """PyYAML keeps the last value silently; DVC refuses the file. charlab's params.load
+    (validate and every stage) now refuses it too, naming the file, the key and its line."""
+    from charlab.params.core import ParamsError, load
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as e:
+        load(path)
+    assert re.fullmatch(rf"{re.escape(str(path))}: not valid YAML: found duplicate key {key} "
+                        rf"\(first at line {first}; DVC refuses such a file too\) in "
+                        rf"\"{re.escape(str(path))}\", line {line}, column \d+", str(e.value))
+
+
+def test_the_validate_stage_refuses_a_duplicate_key(tmp_path: Path, capsys) -> None:
+    text = (REPO / "params.yaml").read_text()
+    assert "\nsample:\n" in text
+    (tmp_path / "params.yaml").write_text(text.replace("\nsample:\n", "\nsample:\n  seed: 1\n"
+                                                                      "  seed: 2\n", 1))
+    code, _, err = run_stage(tmp_path, "validate", capsys)
+    assert code == 2
+    assert re.fullmatch(r"error: params\.yaml: not valid YAML: found duplicate key sample\.seed "
+                        r"\(first at line \d+; DVC refuses such a file too\) in \"params\.yaml\", "
+                        r"line \d+, column 3", one_line_error(err))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_yaml_without_duplicates_reads_as_safe_load_does(tmp_path: Path) -> None:
+    """Merge keys may be overridden, anchors repeat a node, the same key in two mappings is
+    no duplicate; and the default params.yaml reads the same."""
+    from charlab.io import read_yaml
+
+    text = "base: &b {lr: 1, seed: 2}\nx:\n  <<: *b\n  lr: 3\ny: *b\nz: {lr: 1}\n"
+    (tmp_path / "p.yaml").write_text(text)
+    assert read_yaml(tmp_path / "p.yaml") == yaml.safe_load(text)
+    assert read_yaml(REPO / "params.yaml") == yaml.safe_load((REPO / "params.yaml").read_text())

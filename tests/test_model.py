@@ -286,3 +286,20 @@ def test_adapter_restores_training_mode_and_scores() -> None:
     assert 0 < score(lm, text_ids(100)).nll < 10
     out = list(generate(lm, np.array([1, 2]), 25, temperature=0.8, top_k=5, seed=3))
     assert len(out) == 25 and all(0 <= i < 11 for i in out)
+
+
+def test_start_reads_a_long_prime_in_pieces() -> None:
+    """A long prime is read ``chunk`` characters at a time, the state carried: the same
+    prediction and state as one pass, the memory of one piece (issue 20: a 1 MB prime)."""
+    torch.manual_seed(0)
+    net = CharRNN(ModelConfig(11, cell="lstm", layers=2, hidden_size=16, dropout=0.0))
+    prime = np.random.default_rng(0).integers(0, 11, 1000)
+    whole_lp, whole_state = StreamingLM(net, "cpu", chunk=10**6).start(prime)
+    lengths: list[int] = []
+    hook = net.register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
+    lp, state = StreamingLM(net, "cpu", chunk=64).start(prime)
+    hook.remove()
+    assert max(lengths) == 64 and sum(lengths) == len(prime)
+    np.testing.assert_allclose(lp, whole_lp, atol=1e-6)
+    for a, b in zip(state, whole_state, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

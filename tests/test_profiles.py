@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -111,3 +112,75 @@ def test_arguments_after_a_double_dash_are_for_profile_only(capsys) -> None:
         cli_main(["info", "models/rnn.pt", "--", "--queue"])
     assert e.value.code == 2
     assert "arguments after -- are for charlab profile only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("profile,where", [
+    ({"sample": {"prime": "${oc.env:SECRET}"}}, "sample.prime"),
+    ({"download": {"url": "http://127.0.0.1:9/c.txt?k=${oc.env:SECRET}"}}, "download.url"),
+    ({"sample": {"prime": "a ${x} b"}}, "sample.prime"),
+    ({"analyze": {"pairs": [["rnn", "${x}"]]}}, r"analyze.pairs\[0\]\[1\]"),
+    ({"train": {"rnn": {"cell": "${train.rnn3.cell}"}}}, "train.rnn.cell"),
+], ids=["env-secret", "env-in-url", "plain", "in-a-list", "reference"])
+def test_an_interpolation_in_a_profile_value_is_refused(tmp_path: Path, profile,
+                                                        where: str) -> None:
+    base = write(tmp_path, "params.yaml", BASE)
+    with pytest.raises(ProfileError, match=rf"^\S*p\.yaml: {where}: holds '\$\{{', which DVC "
+                                           r"would resolve .*profile values are data"):
+        overrides(write(tmp_path, "p.yaml", profile), base)
+
+
+def _dvc_workspace(root: Path, env: dict, params: dict, dvc_yaml: str) -> None:
+    write(root, "params.yaml", params)
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_profile_never_copies_an_environment_secret_anywhere(tmp_path: Path,
+                                                               http_server) -> None:
+    """`charlab profile` with `${oc.env:SECRET}` in a URL and in the prime: refused in one
+    line before DVC runs; the secret reaches neither params.yaml, nor the HTTP server (the
+    real download stage would fetch the URL), nor any file of the workspace."""
+    secret = "s3cr3t-Token-4242"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "SECRET": secret}
+    http_server.put("c.txt", b"some corpus text\n" * 50)
+    download = "python " + str(REPO / "stages/download.py")
+    _dvc_workspace(tmp_path, env, {**BASE, "download": {"url": http_server.url("c.txt"),
+                                                        "sha256": None}},
+                   f"stages:\n  download:\n    cmd: {download} --out corpus.txt\n"
+                   "    params: [download]\n    outs: [corpus.txt]\n"
+                   "  s:\n    cmd: mkdir -p samples && cp params.yaml samples/prime.txt\n"
+                   "    params: [sample]\n    outs: [samples]\n")
+    before = (tmp_path / "params.yaml").read_bytes()
+    write(tmp_path, "p.yaml", {"download": {"url": http_server.url("c.txt") +
+                                            "?k=${oc.env:SECRET}"},
+                               "sample": {"prime": "${oc.env:SECRET}"}})
+    proc = subprocess.run(["charlab", "profile", "p.yaml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.fullmatch(r"error: p\.yaml: download\.url: holds '\$\{', .*",
+                        proc.stderr.strip()), proc.stderr
+    assert proc.stdout == ""  # no dvc command was printed, none ran
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    assert http_server.requests == 0
+    assert not (tmp_path / "samples").exists()
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_a_duplicate_key_in_a_profile_is_refused(tmp_path: Path, capsys) -> None:
+    """`charlab profile` kept the last of two values silently; now one line, dvc never runs."""
+    from charlab.cli import main as cli_main
+
+    write(tmp_path, "params.yaml", BASE)
+    (tmp_path / "p.yaml").write_text("train:\n  rnn:\n    batch_size: 64\n    batch_size: 256\n")
+    with pytest.raises(SystemExit) as e:
+        cli_main(["profile", str(tmp_path / "p.yaml"), "--params", str(tmp_path / "params.yaml"),
+                  "--dry-run"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert re.fullmatch(r"error: profile \S*p\.yaml: not valid YAML: found duplicate key "
+                        r"train\.rnn\.batch_size \(first at line 3; DVC refuses such a file "
+                        r"too\) in \"\S*p\.yaml\", line 4, column 5", err.strip()), err

@@ -126,3 +126,23 @@ def test_analysis_sections_in_the_report(tmp_path):
     assert text.index("## Figures") < text.index("## Where the bits go") < text.index(
         "## Samples")
     assert "(../an/figures/class_bpc.png)" in text
+
+
+def test_a_long_prime_leaves_the_excerpt_to_the_generated_text() -> None:
+    """A 5000-character sample.prime filled the 300-character excerpt by itself (issue 20):
+    the excerpt is now the prime's last 100 characters, then what the model wrote."""
+    from charlab.report import EXCERPT_CHARS, PRIME_CONTEXT
+
+    prime = "".join(f"line {i}\n" for i in range(700))[:5000]
+    written = "GENERATED " * 40
+    md = render_markdown(metrics_table(), {}, {"rnn3": prime + written}, {}, prime=prime)
+    excerpt = md.split("```text\n", 1)[1].split("\n```", 1)[0]
+    assert excerpt == "…" + prime[-PRIME_CONTEXT:] + written[:EXCERPT_CHARS - PRIME_CONTEXT - 1]
+    assert "GENERATED" in excerpt
+
+
+@pytest.mark.parametrize("prime", ["", "ROMEO:\n"])
+def test_a_short_prime_excerpt_is_the_sample_start(prime: str) -> None:
+    sample = prime + "x" * 1000
+    md = render_markdown(metrics_table(), {}, {"rnn3": sample}, {}, prime=prime)
+    assert "```text\n" + sample[:300] + "\n```" in md

@@ -47,8 +47,8 @@ SOURCES = sorted([*(REPO / "src").rglob("*.py"), *(REPO / "stages").glob("*.py")
 
 def test_no_loader_can_run_pickled_or_tagged_code() -> None:
     """torch.load only with weights_only=True, np.load only with allow_pickle=False, YAML
-    only through safe_load, and nothing unpickles (pickle is imported only for its error
-    type, to name a refused checkpoint)."""
+    only through safe_load or a yaml.SafeLoader subclass, and nothing unpickles (pickle is
+    imported only for its error type, to name a refused checkpoint)."""
     bad = []
     for path in SOURCES:
         text = path.read_text()
@@ -65,6 +65,13 @@ def test_no_loader_can_run_pickled_or_tagged_code() -> None:
             if name.startswith("yaml.") and name.split(".")[1] in (
                     "load", "load_all", "unsafe_load", "full_load", "unsafe_load_all"):
                 bad.append(f"{where}: {name} (use yaml.safe_load)")
+        # a loader of charlab's own (io.read_yaml's, refusing duplicate keys) is a SafeLoader
+        for node in ast.walk(ast.parse(text)):
+            bases = [ast.unparse(b) for b in getattr(node, "bases", [])]
+            if isinstance(node, ast.ClassDef) and any(b.endswith("Loader") for b in bases) \
+                    and bases != ["yaml.SafeLoader"]:
+                bad.append(f"{path.name}: class {node.name}({', '.join(bases)}): not a "
+                           "SafeLoader")
     assert bad == []
     assert any(name == "torch.load" for p in SOURCES for name, _ in _calls(p))  # scan works
 

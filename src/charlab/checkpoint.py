@@ -105,7 +105,12 @@ def save(obj: dict, path: Path) -> None:
 
 
 def read(path: str | os.PathLike, device: torch.device | str) -> dict:
+    from charlab.io import not_a_file
+
     path = Path(path)
+    kind = not_a_file(path)
+    if kind is not None:  # /dev/zero, a directory: no "no such file" for what is there
+        raise CheckpointError(f"{path}: is {kind}, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

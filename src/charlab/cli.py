@@ -21,6 +21,8 @@ from charlab.errors import CharlabError, run_main
 from charlab.lm import generate, score
 from charlab.models import CHECKPOINT_SUFFIX, NGRAM_SUFFIX, load_model
 
+STATE_SUFFIX = ".state"  # training's resume state beside a checkpoint: rnn.pt.state
+
 # The pipeline's default locations, as written in dvc.yaml.
 DEFAULT_VOCAB = "data/encoded/vocab.json"
 DEFAULT_MODELS = "models"
@@ -28,11 +30,20 @@ DEFAULT_NGRAMS = "models/ngram"
 
 
 def _model_path(model: str, models_dir: str, ngram_dir: str) -> Path:
-    if model.endswith((NGRAM_SUFFIX, CHECKPOINT_SUFFIX)):
+    """A model name (``rnn3``, ``ngram4``) at its pipeline location, or a path: one with a
+    known suffix or a directory part (model names never hold a separator), or one that
+    exists where no model of that name does. A resume state is named as what it is."""
+    if model.endswith(STATE_SUFFIX):
+        raise CharlabError(f"{model}: a training resume state (what an interrupted run "
+                           "continues from), not a model; use the checkpoint "
+                           f"{model.removesuffix(STATE_SUFFIX)}")
+    if model.endswith((NGRAM_SUFFIX, CHECKPOINT_SUFFIX)) or os.sep in model or "/" in model:
         return Path(model)
     if model.startswith("ngram") and model[5:].isdigit():
-        return Path(ngram_dir) / f"{model}{NGRAM_SUFFIX}"
-    return Path(models_dir) / f"{model}{CHECKPOINT_SUFFIX}"
+        named = Path(ngram_dir) / f"{model}{NGRAM_SUFFIX}"
+    else:
+        named = Path(models_dir) / f"{model}{CHECKPOINT_SUFFIX}"
+    return Path(model) if not named.exists() and os.path.lexists(model) else named
 
 
 def _read_text(path: str) -> str:
@@ -75,10 +86,12 @@ def _text_ids(args: argparse.Namespace, vocab: Vocab) -> tuple[str, np.ndarray]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from charlab.analysis import class_table, compare_page, format_class_table
-    from charlab.io import write_text
+    from charlab.io import check_output, write_text
 
     if args.model_a == args.model_b:
         raise CharlabError(f"compare: name two different models, got {args.model_a} twice")
+    if args.html:
+        check_output(args.html)  # a missing directory or a device fails before any work
     vocab = _vocab(args)
     models = {m: load_model(_model_path(m, args.models_dir, args.ngram_dir), vocab,
                             device=args.device) for m in (args.model_a, args.model_b)}
@@ -96,8 +109,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_cells(args: argparse.Namespace) -> None:
     from charlab.analysis import cells_page, cells_report, load_network
     from charlab.families.base import NoUnits
-    from charlab.io import write_text
+    from charlab.io import check_output, write_text
 
+    if args.html:
+        check_output(args.html)  # a missing directory or a device fails before any work
     vocab = _vocab(args)
     path = _model_path(args.model, args.models_dir, args.ngram_dir)
     if path.suffix != CHECKPOINT_SUFFIX:
@@ -201,11 +216,14 @@ def cmd_ngram_show(args: argparse.Namespace) -> None:
 
 
 def cmd_ngram_export(args: argparse.Namespace) -> None:
-    from charlab.arpa import ArpaExportError, write_arpa
+    from charlab.arpa import ArpaExportError, tokens_path, write_arpa
+    from charlab.io import check_output
     from charlab.ngram import NGramLM
 
     if Path(args.out).is_dir():
         raise CharlabError(f"{args.out}: is a directory; give the ARPA file's name")
+    for out in (args.out, tokens_path(args.out)):
+        check_output(out)  # a missing directory, a device or a FIFO: before any work
     vocab, path = _ngram_vocab(args), _ngram_path(args)
     model = NGramLM.load(path, vocab)  # refuses a table of another vocabulary
     if (args.smoothing or model.smoothing) == "addk":

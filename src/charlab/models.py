@@ -11,7 +11,7 @@ from typing import Any
 
 from charlab.encoding import Vocab
 from charlab.errors import CharlabError
-from charlab.io import read_json
+from charlab.io import not_a_file, read_json
 from charlab.lm import LanguageModel
 
 NGRAM_SUFFIX = ".npz"
@@ -86,6 +86,9 @@ class ModelSet:
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:
     """Load an n-gram table or a network checkpoint (of any family) built for ``vocab``."""
     path = Path(path)
+    kind = not_a_file(path)
+    if kind is not None:
+        raise CharlabError(f"{path}: is {kind}, not a model file")
     if not path.is_file():
         raise CharlabError(f"{path}: no such model file (has the pipeline run? `dvc repro`)")
     if path.suffix == NGRAM_SUFFIX:

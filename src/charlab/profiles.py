@@ -62,6 +62,35 @@ def hydra_value(value: Any, where: str = "value") -> str:
                        "override")
 
 
+def _interpolations(value: Any, where: str) -> Iterator[str]:
+    """The key paths under ``where`` whose string value holds ``${``."""
+    if isinstance(value, str):
+        if "${" in value:
+            yield where
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _interpolations(v, f"{where}[{i}]")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _interpolations(v, f"{where}.{k}")
+
+
+def check_data(profile: Mapping[str, Any], profile_path: str | os.PathLike) -> None:
+    """Profile values are data: refuse any ``${`` in them.
+
+    ``dvc exp run -S`` hands each override to Hydra, which resolves ``${...}`` (OmegaConf
+    interpolation, ``${oc.env:NAME}`` included) and writes the result into params.yaml:
+    a profile could copy an environment secret into a URL the download stage then fetches.
+    Refused, not escaped: nothing in charlab's params needs the two characters.
+    """
+    for path, value in _leaves(profile):
+        for where in _interpolations(value, path):
+            raise ProfileError(f"{profile_path}: {where}: holds '${{', which DVC would "
+                               "resolve as an interpolation (${oc.env:...} reads the "
+                               "environment); profile values are data, never resolved: "
+                               "remove the ${...}")
+
+
 def merged(base: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``profile``'s keys set (recursively), as ``++`` overrides set them."""
     out = copy.deepcopy(dict(base))
@@ -88,6 +117,7 @@ def overrides(profile_path: str | os.PathLike, params_path: str | os.PathLike = 
         profile = core.load(profile_path)
     except core.ParamsError as e:
         raise ProfileError(f"profile {e}") from None
+    check_data(profile, profile_path)
     base = core.load(params_path)
     try:
         check(merged(base, profile))

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from charlab.io import atomic_path, read_json, write_text  # noqa: E402
 
 EXCERPT_CHARS = 300
+PRIME_CONTEXT = 100  # at most this much of the prime leads a sample's excerpt
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,23 @@ def analysis_markdown(classes: pd.DataFrame, analysis: Mapping, order: list[str]
     return lines
 
 
+def sample_excerpt(sample: str, prime: str = "") -> str:
+    """At most EXCERPT_CHARS of a sample (``prime`` + generated text), generated text first
+    in mind: the prime's last PRIME_CONTEXT characters (after "…" when cut), then what the
+    model wrote. A short prime gives the sample's first EXCERPT_CHARS characters, as
+    before; a long one no longer fills the excerpt by itself."""
+    if not prime or not sample.startswith(prime):
+        return sample[:EXCERPT_CHARS]
+    lead = prime if len(prime) <= PRIME_CONTEXT else "…" + prime[-PRIME_CONTEXT:]
+    return lead + sample[len(prime):][:max(EXCERPT_CHARS - len(lead), 0)]
+
+
 def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
                     samples: Mapping[str, str], figures: Mapping[str, str],
-                    analysis: list[str] | None = None) -> str:
+                    analysis: list[str] | None = None, prime: str = "") -> str:
     """The report: one table of every model, figure links, the analysis sections (lines from
-    :func:`analysis_markdown`), a sample excerpt per model."""
+    :func:`analysis_markdown`), a sample excerpt per model (each sample is ``prime`` and
+    what the model wrote after it)."""
     test = metrics[metrics["split"] == "test"].set_index("model")
     val = metrics[metrics["split"] == "val"].set_index("model")["nll"]
     best = test["nll"].idxmin()
@@ -218,7 +231,7 @@ def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
     lines += ["", "## Samples", ""]
     for name in test.sort_values("nll").index:
         if name in samples:
-            excerpt = samples[name][:EXCERPT_CHARS].replace("```", "'''")
+            excerpt = sample_excerpt(samples[name], prime).replace("```", "'''")
             lines += [f"### {name}", "", "```text", excerpt, "```", ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -235,7 +248,8 @@ class AnalysisFiles:
 
 def write_report(metrics_csv: str | os.PathLike, trained: Mapping[str, TrainedInfo],
                  samples: Mapping[str, str], report_path: str | os.PathLike,
-                 figures_dir: str | os.PathLike, analysis: AnalysisFiles | None = None) -> None:
+                 figures_dir: str | os.PathLike, analysis: AnalysisFiles | None = None,
+                 prime: str = "") -> None:
     metrics = pd.read_csv(metrics_csv)
     report_path, figures_dir = Path(report_path), Path(figures_dir)
     figures: dict[str, str] = {}
@@ -253,4 +267,4 @@ def write_report(metrics_csv: str | os.PathLike, trained: Mapping[str, TrainedIn
         rel = lambda p: os.path.relpath(p, report_path.parent)  # noqa: E731
         extra = analysis_markdown(pd.read_csv(analysis.classes), read_json(analysis.summary),
                                   order, rel(analysis.figures), rel(analysis.pages))
-    write_text(report_path, render_markdown(metrics, trained, samples, figures, extra))
+    write_text(report_path, render_markdown(metrics, trained, samples, figures, extra, prime))
