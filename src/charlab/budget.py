@@ -231,6 +231,12 @@ def plot_budget(table: pd.DataFrame, constants: Mapping[str, float] | None, path
         ax.axhline(value, ls="--", lw=1.2, color=f"C{len(names) + j}",
                    label=f"{name} (no training curve)")
     ax.set_xscale("log")
+    if by == "seconds":  # a narrow range: plain 1-2-5 labels, not 3x10^1 4x10^1 ...
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     _draw_frontier(ax, table, constants, by)
     budget = common_budget(table, by)
     if math.isfinite(budget):

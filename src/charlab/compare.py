@@ -36,8 +36,8 @@ import pandas as pd
 
 from charlab.errors import CharlabError
 
-# Chosen from the autocorrelation of the per-character differences on Tiny Shakespeare's
-# test split with choose_block (docs/intervals.md).
+# From the autocorrelation of the per-character differences of the default run's models on
+# Tiny Shakespeare's test split: suggest_block gave 963 (docs/intervals.md).
 DEFAULT_BLOCK = 1000
 DEFAULT_RESAMPLES = 2000
 MODEL_COLUMNS = ["model", "nll", "lo", "hi"]
@@ -62,12 +62,10 @@ class Bootstrap:
     level: float = 0.95
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.block, int) and self.block >= 1):
-            raise IntervalError(f"block: must be an integer >= 1, got {self.block!r}")
-        if not (isinstance(self.resamples, int) and self.resamples >= 10):
-            raise IntervalError(f"resamples: must be an integer >= 10, got {self.resamples!r}")
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise IntervalError(f"seed: must be an integer >= 0, got {self.seed!r}")
+        for key, least in (("block", 1), ("resamples", 10), ("seed", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise IntervalError(f"{key}: must be an integer >= {least}, got {value!r}")
         if not 0 < self.level < 1:
             raise IntervalError(f"level: must be in (0, 1), got {self.level!r}")
 
@@ -79,12 +77,16 @@ class Bootstrap:
         return np.random.default_rng(blocks), np.random.default_rng(seeds)
 
 
-def nll_rows(logprobs: np.ndarray) -> np.ndarray:
-    """``-logprobs`` as a (series, characters) float64 array, checked."""
+def nll_rows(logprobs: np.ndarray, models: Sequence[str] | None = None) -> np.ndarray:
+    """``-logprobs`` as a (series, characters) float64 array, checked (with ``models``:
+    one distinct name per row)."""
     lp = np.asarray(logprobs, dtype=np.float64)
     if lp.ndim != 2 or lp.shape[0] < 1 or lp.shape[1] < 2:
         raise IntervalError(f"scores: need a (models, characters) array with at least 2 "
                             f"characters, got shape {lp.shape}")
+    if models is not None and (len(models) != len(lp) or len(set(models)) != len(models)):
+        raise IntervalError(f"scores: {len(models)} model names (distinct) for "
+                            f"{len(lp)} rows")
     if not np.isfinite(lp).all():
         raise IntervalError("scores: non-finite log-probabilities")
     return -lp
@@ -121,16 +123,16 @@ def resample_means(x: np.ndarray, boot: Bootstrap,
     never fewer than the split). Its spread about the split's mean is then widened by
     sqrt(k / (k - 1)): the circular block means vary about the split's own mean, which they
     make up, so like a sample variance without Bessel's correction they understate the
-    variance by (k - 1) / k (2% at the default's ~50 blocks; nothing at 1-character
-    blocks).
+    variance by (k - 1) / k (2% of the variance, 1% of the width at the default's ~56
+    blocks; nothing at 1-character blocks).
     """
     rng = boot.streams()[0] if rng is None else rng
     m, n = x.shape
-    sums = block_sums(x, boot.block)
     k = math.ceil(n / boot.block)
     if k < 2:
         raise IntervalError(f"block: {boot.block} leaves fewer than 2 blocks in the {n} "
                             "scored characters")
+    sums = block_sums(x, boot.block)
     per_resample = max(k, min(k * m, n))  # the gather's (k, m) sums, or n counts per start
     chunk = max(1, _CHUNK_ELEMENTS // per_resample)
     out = np.empty((boot.resamples, m))
@@ -183,10 +185,7 @@ def compare(models: Sequence[str], logprobs: np.ndarray,
             boot: Bootstrap = Bootstrap()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-model table ``model, nll, lo, hi``; pair table ``a, b, diff, lo, hi, verdict``)
     from one paired block bootstrap of every model's per-character scores."""
-    x = nll_rows(logprobs)
-    if len(models) != x.shape[0] or len(set(models)) != len(models):
-        raise IntervalError(f"scores: {len(models)} model names (distinct) for "
-                            f"{x.shape[0]} rows")
+    x = nll_rows(logprobs, models)
     draws = resample_means(x, boot)
     point = x.mean(axis=1)
     return (model_table(models, point, draws, boot.level),
@@ -245,7 +244,7 @@ def compare_configs(models: Sequence[str], logprobs: np.ndarray,
     spread by a factor (s - 1) / s in variance (2 seeds: half): read a tie as a tie, and a
     near-miss with 2-3 seeds as a reason to run more.
     """
-    x = nll_rows(logprobs)
+    x = nll_rows(logprobs, models)
     groups = seed_groups(models, configs)
     block_rng, seed_rng = boot.streams()
     draws = seed_means(resample_means(x, boot, block_rng), groups, seed_rng)
@@ -304,7 +303,8 @@ def block_from_ratio(ratio: np.ndarray, tolerance: float = 0.1) -> int:
 
 
 def choose_block(diff: np.ndarray, min_blocks: int = 50, tolerance: float = 0.1) -> int:
-    """The block length for one series of per-character differences.
+    """The block length for one series of per-character differences (``diff[t]`` =
+    model a's minus model b's ``-logprob`` of character t).
 
     Rule: the shortest block that carries, within ``tolerance``, as much of the dependence
     as every longer usable block (:func:`block_from_ratio` on :func:`variance_ratio` of the
