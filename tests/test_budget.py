@@ -14,7 +14,6 @@ from charlab.budget import (
     BudgetError,
     TrainedRun,
     budget_table,
-    chars_per_step,
     common_budget,
     equal_budget,
     forward_macs,
@@ -53,17 +52,13 @@ def test_gpt_flops_by_hand():
     assert forward_macs({**GPT, "context": 256}) - forward_macs(GPT) == 4 * 128 * d
 
 
-def test_chars_per_step_uses_the_gpt_window():
-    assert chars_per_step(RNN, batch_size=128, seq_length=100) == 12_800
-    assert chars_per_step(GPT, batch_size=32, seq_length=100) == 32 * 128
-
-
-def test_bad_configs_name_the_key():
-    with pytest.raises(BudgetError, match=r"^rnn9\.cell: unknown cell 'tcn'"):
+def test_bad_configs_are_one_line_naming_the_model():
+    with pytest.raises(BudgetError, match=r"^rnn9: not a model config: unknown cell 'tcn'"):
         forward_macs({**RNN, "cell": "tcn"}, "rnn9")
-    with pytest.raises(BudgetError, match=r"^model_config\.hidden_size: missing"):
-        forward_macs({k: v for k, v in RNN.items() if k != "hidden_size"})
-    with pytest.raises(BudgetError, match=r"^model_config\.context: must be"):
+    with pytest.raises(BudgetError, match=r"^model_config: not a model config: unknown model "
+                                          r"config key\(s\): heads"):
+        forward_macs({**RNN, "heads": 2})
+    with pytest.raises(BudgetError, match=r"^model_config: not a model config"):
         forward_macs({**GPT, "context": "long"})
 
 

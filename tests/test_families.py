@@ -54,6 +54,11 @@ def test_a_family_goes_through_every_stage(family: Family, pipeline_ws: Path, ca
         code, _, err = run_stage(ws, stage, capsys, key=key, item={"init_from": "m"})
         assert code == 0 and "Traceback" not in err, (stage, err)
 
+    run_info = json.loads((ws / "metrics/runs/m.json").read_text())
+    cfg = parse_entry(p["train"]["m"], "train.m")
+    assert run_info["chars_per_step"] == cfg.batch_size * cfg.seq_length  # a GPT's: context
+    assert run_info["model_config"] == cfg.network_config(run_info["model_config"]
+                                                          ["vocab_size"]).to_dict()
     metrics = json.loads((ws / "metrics/metrics.json").read_text())
     assert {"ngram2", "m", "ft"} <= set(metrics)
     for name in ("m", "ft"):

@@ -24,13 +24,12 @@ import numpy as np
 import pandas as pd
 
 from charlab.errors import CharlabError
+from charlab.families import from_config_dict
 from charlab.io import atomic_path
 
 BUDGET_COLUMNS = ["model", "step", "chars", "flops", "seconds", "val_nll"]
 CURVE_COLUMNS = ("step", "val_loss", "elapsed_sec")
 AT_BUDGET_COLUMNS = ["model", "budget", "val_nll", "full_val_nll"]
-# gate blocks per recurrent cell: each gate has its own input and recurrent weights
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 FLOPS_PER_MAC = 2
 TRAIN_PASSES = 3  # forward + backward (two products per forward product)
 
@@ -39,65 +38,15 @@ class BudgetError(CharlabError, ValueError):
     """A model config or training curve that budgets cannot be computed from."""
 
 
-def _key(config: Mapping[str, Any], key: str, where: str) -> int:
-    if key not in config:
-        raise BudgetError(f"{where}.{key}: missing from the model config")
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BudgetError(f"{where}.{key}: must be a non-negative integer, got {value!r}")
-    return value
-
-
-def recurrent_macs(config: Mapping[str, Any], where: str = "model_config") -> int:
-    """Forward multiply-adds per character of a recurrent network (rnn, gru, lstm).
-
-    With V characters, H hidden units, L layers, G gate blocks (rnn 1, gru 3, lstm 4) and
-    an input of E features (``embedding_size``)::
-
-        input    E * G*H   first layer (0 for one-hot input, E = 0: a row lookup)
-                 H * G*H   each later layer
-        recurrent H * G*H  every layer
-        output   H * V
-
-        macs = [E + (L - 1) H] G H  +  L H G H  +  H V
-    """
-    v = _key(config, "vocab_size", where)
-    h = _key(config, "hidden_size", where)
-    layers = _key(config, "layers", where)
-    embed = _key(config, "embedding_size", where) if "embedding_size" in config else 0
-    g = GATES[config["cell"]]
-    return (embed + (layers - 1) * h) * g * h + layers * h * g * h + h * v
-
-
-def gpt_macs(config: Mapping[str, Any], where: str = "model_config") -> int:
-    """Forward multiply-adds per character of charlab's GPT (:mod:`charlab.gpt`).
-
-    With V characters, width d (``hidden_size``), L pre-norm blocks and windows of T
-    characters (``context``), per position and block: the q, k, v projections 3 d^2, the
-    attention output projection d^2, the MLP 4 d^2 + 4 d^2; attention itself, causal, at
-    position t (0-based) reads t + 1 keys: QK^T (t + 1) d and AV (t + 1) d, so (T + 1) d
-    per position on average over a window. The output layer is tied to the token
-    embedding but is still a product, d V; the embeddings are lookups::
-
-        macs = L (12 d^2 + (T + 1) d)  +  d V
-    """
-    v = _key(config, "vocab_size", where)
-    d = _key(config, "hidden_size", where)
-    layers = _key(config, "layers", where)
-    t = _key(config, "context", where)
-    return layers * (12 * d * d + (t + 1) * d) + d * v
-
-
 def forward_macs(config: Mapping[str, Any], where: str = "model_config") -> int:
-    """Forward multiply-adds per character for any cell (:func:`recurrent_macs`,
-    :func:`gpt_macs`)."""
-    cell = config.get("cell")
-    if cell == "gpt":
-        return gpt_macs(config, where)
-    if cell in GATES:
-        return recurrent_macs(config, where)
-    raise BudgetError(f"{where}.cell: unknown cell {cell!r} (known: gpt, "
-                      f"{', '.join(GATES)})")
+    """Forward multiply-adds per character of a checkpoint's ``model_config``, as its
+    family counts them (:meth:`charlab.families.base.Family.forward_macs`: the formula of
+    each family is in its docstring)."""
+    try:
+        family, parsed = from_config_dict(config)
+    except (TypeError, ValueError) as e:
+        raise BudgetError(f"{where}: not a model config: {e}") from None
+    return family.forward_macs(parsed)
 
 
 def train_flops_per_char(config: Mapping[str, Any], where: str = "model_config") -> int:
@@ -105,18 +54,11 @@ def train_flops_per_char(config: Mapping[str, Any], where: str = "model_config")
     return TRAIN_PASSES * FLOPS_PER_MAC * forward_macs(config, where)
 
 
-def chars_per_step(config: Mapping[str, Any], batch_size: int, seq_length: int) -> int:
-    """Characters one training step reads: batch_size x seq_length, or x context for a GPT
-    (it trains on windows of context characters)."""
-    length = config["context"] if config.get("cell") == "gpt" else seq_length
-    return int(batch_size) * int(length)
-
-
 @dataclass(frozen=True)
 class TrainedRun:
     """What budgets need of one trained model: its curve (the train stage's CSV, columns
     ``step, train_loss, val_loss, chars_per_sec, elapsed_sec``), its ``model_config`` and
-    the characters one step reads (:func:`chars_per_step`)."""
+    the characters one step reads (both from its run info)."""
 
     curve: pd.DataFrame
     model_config: Mapping[str, Any]

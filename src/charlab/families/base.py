@@ -125,6 +125,12 @@ class Family:
         """The scoring and sampling adapter of a network."""
         raise NotImplementedError
 
+    def forward_macs(self, config: Any) -> int:
+        """Multiply-adds of one forward pass, per character: the matrix products only (the
+        budget's convention, :mod:`charlab.budget`). Each family writes its formula in the
+        docstring of its own method."""
+        raise NotImplementedError
+
     def units(self, net: nn.Module, ids: np.ndarray) -> Activations:
         """Every unit's activation over ``ids`` from the empty state (eval mode, CPU)."""
         raise NoUnits(f"{self.name}: {self.no_units}")

@@ -322,5 +322,18 @@ class GPTFamily(Family):
     def language_model(self, net: nn.Module, device: torch.device | str) -> LanguageModel:
         return GPTLM(net, device)
 
+    def forward_macs(self, config: GPTConfig) -> int:
+        """With V characters, width d (``hidden_size``), L pre-norm blocks and windows of T
+        characters (``context``), per position and block: the q, k, v projections 3 d^2,
+        the attention output 1 d^2, the MLP 4 d^2 + 4 d^2; attention itself, causal, at
+        position t (0-based) reads t + 1 keys: QK^T and AV (t + 1) d each, so (T + 1) d per
+        position on average over a window. The output layer is tied to the token embedding
+        but is still a product, d V; the embeddings are lookups::
+
+            macs = L (12 d^2 + (T + 1) d)  +  d V
+        """
+        d = config.hidden_size
+        return config.layers * (12 * d * d + (config.context + 1) * d) + d * config.vocab_size
+
 
 GPT_FAMILY = GPTFamily()

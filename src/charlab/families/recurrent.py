@@ -39,6 +39,8 @@ from charlab.lm import LanguageModel
 from charlab.params.core import check, fraction, non_negative, positive
 
 CELLS = ("rnn", "lstm", "gru")
+# blocks of gate weights per cell (torch stacks them in weight_ih / weight_hh)
+GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
 # One layer of each cell, as torch's RNN modules call them (input, hx, [w_ih, w_hh, b_ih,
 # b_hh], has_biases, num_layers, dropout, train, bidirectional, batch_first).
 _LAYER_FN = {"rnn": torch.rnn_tanh, "lstm": torch.lstm, "gru": torch.gru}
@@ -302,6 +304,21 @@ class Recurrent(Family):
 
     def units(self, net: nn.Module, ids: np.ndarray) -> Activations:
         return activations(net, ids)
+
+    def forward_macs(self, config: ModelConfig) -> int:
+        """With V characters, H hidden units, L layers, G gate blocks (rnn 1, gru 3, lstm 4,
+        each with its own input and recurrent weights) and an input of E features
+        (``embedding_size``; one-hot input is a row lookup, E = 0)::
+
+            input     E * G*H   first layer;  H * G*H  each later layer
+            recurrent H * G*H   every layer
+            output    H * V
+
+            macs = [E + (L - 1) H] G H  +  L H G H  +  H V
+        """
+        g, h = GATE_BLOCKS[config.cell], config.hidden_size
+        return ((config.embedding_size + (config.layers - 1) * h) * g * h
+                + config.layers * h * g * h + h * config.vocab_size)
 
     def char_axes(self, config: ModelConfig) -> dict[str, int]:
         if config.embedding_size:  # the input is the embedding, not one-hot characters
