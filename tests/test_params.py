@@ -171,6 +171,17 @@ def test_gpt_and_rnn_keys_are_errors_on_the_other_kind(entry, message):
     ({"train": {"a": {}}, "finetune": [1]}, r"^finetune: must map each model name"),
     ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a", "lr": "x"}}},
      r"^finetune\.b\.lr: must be a number"),
+    # issue 20, serious 1: dvc.yaml puts init_from in a shell command line
+    # (`--init models/${item.init_from}.pt`): `x;touch PWNED_ft;` ran `touch PWNED_ft`
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "x;touch PWNED_ft;"}}},
+     r"^finetune\.b\.init_from: must be a model name: letters, digits, _ or - \(starting "
+     r"with a letter or _\), as dvc\.yaml puts it in a command line; got 'x;touch PWNED_ft;'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a b"}}},
+     r"^finetune\.b\.init_from: must be a model name: .*; got 'a b'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "$(touch X)"}}},
+     r"^finetune\.b\.init_from: must be a model name: .*; got '\$\(touch X\)'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a\nb"}}},
+     r"^finetune\.b\.init_from: must be a model name: .*; got 'a\\nb'$"),
 ])
 def test_finetune_section_errors(raw, message):
     with pytest.raises(ParamsError, match=message):

@@ -29,9 +29,11 @@ from charlab.params.core import (
     shown,
 )
 
-# A model name becomes a DVC stage (train@<name>), a command-line argument and a file name
-# (models/<name>.pt): nothing that could be read as a path or split in two.
+# A model name becomes a DVC stage (train@<name>), words of a command line that a shell
+# runs (dvc.yaml's `--model ${key}`, `--init models/${item.init_from}.pt`) and file names
+# (models/<name>.pt): nothing a shell or a path could read as more than one plain word.
 MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+NAME_RULE = "letters, digits, _ or - (starting with a letter or _)"
 TRAINED_SECTIONS = ("train", "finetune")
 
 
@@ -156,8 +158,7 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
         raise ParamsError(f"{section}: must map each model name to its settings")
     for name, entry in raw.items():
         if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-            raise ParamsError(f"{section}.{shown(name)}: model names must be letters, digits, "
-                              "_ or - (starting with a letter or _)")
+            raise ParamsError(f"{section}.{shown(name)}: model names must be {NAME_RULE}")
         key = f"{section}.{name}"
         if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
@@ -178,6 +179,10 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
                     f"{key}.init_from: must name a checkpoint in models/ (another entry, or "
                     f"one imported there: dvc import <repo> <path> -o models/<name>.pt), "
                     f"got {cfg.init_from!r}")
+            if not MODEL_NAME.fullmatch(cfg.init_from):
+                # dvc.yaml interpolates it into the stage's command, which a shell runs
+                raise ParamsError(f"{key}.init_from: must be a model name: {NAME_RULE}, as "
+                                  f"dvc.yaml puts it in a command line; got {cfg.init_from!r}")
         out[name] = cfg
 
 
