@@ -494,3 +494,70 @@ def test_seq_length_or_batch_longer_than_the_split(seq_length: int, batch_size: 
     with pytest.raises(ParamsError, match=message):
         check_train_split(cfg, "train.m", n_train)
     check_train_split(cfg, "train.m", batch_size * (seq_length + 1))  # exactly enough: fine
+
+
+# --- model names are bounded so every file name built from them fits (issue 20, serious 5)
+
+def test_model_names_are_bounded_by_the_longest_file_name_built_from_them():
+    """The longest file name built from model names is the analysis page of a pair while
+    it is written (charlab.io's `.<name>.XXXXXXXX.tmp`) or checked out (DVC's
+    `<name>.<22 characters>.tmp`): `compare_<a>_vs_<b>.html` with both names at the bound
+    fits NAME_MAX (255 bytes); one more character each does not. A name one over the bound
+    is one line from validate, in train: and in finetune:."""
+    n = training.MAX_NAME_LENGTH
+    page = "compare_{a}_vs_{b}.html"
+    temps = [".{f}.XXXXXXXX.tmp", "{f}.0123456789abcdefghijkl.tmp"]
+
+    def longest(k: int) -> int:
+        return max(len(t.format(f=page.format(a="m" * k, b="m" * k))) for t in temps)
+
+    assert longest(n) <= 255 < longest(n + 1)
+    ok = {"train": {"m" * n: {}}, "finetune": {"f" * n: {"init_from": "m" * n}}}
+    assert list(train_models(ok)) == ["m" * n, "f" * n]
+    for raw, key in [({"train": {"m" * (n + 1): {}}}, "train"),
+                     ({"train": {"a": {}}, "finetune": {"f" * (n + 1): {"init_from": "a"}}},
+                      "finetune")]:
+        with pytest.raises(ParamsError) as e:
+            train_models(raw)
+        assert str(e.value) == (
+            f"{key}.{next(iter(raw[key]))}: model names must be at most {n} characters "
+            f"(file names are built from them, the longest compare_<a>_vs_<b>.html and its "
+            f"temporary copies, and a file name has at most 255 bytes), got {n + 1}")
+
+
+@pytest.mark.slow
+def test_models_named_at_the_bound_train_sample_evaluate_and_analyze(pipeline_ws: Path,
+                                                                     capsys):
+    """Issue 20, serious 5, as reported: a 240-character name passed validate and training
+    failed at its first save (`OSError: [Errno 36] File name too long:
+    'models/<name>.pt.state'`). Two models named at the bound (an LSTM, whose gates make a
+    saturation figure, and an RNN) go through every stage that builds a file name from a
+    model name, their pair page included; one character more stops validate."""
+    n = training.MAX_NAME_LENGTH
+    a, b = "a" * n, "b" * n
+    path = pipeline_ws / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    tiny = p["train"]["rnn"]
+    p["train"] = {a: {**tiny, "cell": "lstm"}, b: tiny}
+    p["analyze"].update(pairs=[[a, b]], cells_chars=200, excerpt_chars=200)
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    assert run_stage(pipeline_ws, "validate")[0] == 0
+    for name in (a, b):
+        assert run_stage(pipeline_ws, "train", key=name)[0] == 0
+        assert (pipeline_ws / f"models/{name}.pt").is_file()
+        assert (pipeline_ws / f"models/{name}.pt.state").is_file()
+    for stage in ("sample", "evaluate", "analyze", "report"):
+        assert run_stage(pipeline_ws, stage)[0] == 0, stage
+    assert (pipeline_ws / f"metrics/analysis/pages/compare_{a}_vs_{b}.html").is_file()
+    assert (pipeline_ws / f"metrics/analysis/figures/saturation_{a}.png").is_file()
+    assert (pipeline_ws / f"samples/{b}.txt").is_file()
+
+    p["train"] = {a + "x": tiny}
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    capsys.readouterr()
+    code, _, err = run_stage(pipeline_ws, "validate", capsys)
+    assert code == 2
+    assert one_line_error(err).endswith(f"must be at most {n} characters (file names are "
+                                        "built from them, the longest compare_<a>_vs_<b>.html "
+                                        f"and its temporary copies, and a file name has at most "
+                                        f"255 bytes), got {n + 1}")

@@ -34,6 +34,14 @@ from charlab.params.core import (
 # (models/<name>.pt): nothing a shell or a path could read as more than one plain word.
 MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 NAME_RULE = "letters, digits, _ or - (starting with a letter or _)"
+# A file name has at most 255 bytes (NAME_MAX; a name is ASCII, a byte per character). The
+# longest built from model names is the analysis page of a pair, compare_<a>_vs_<b>.html
+# (analysis.py; the others: models/<m>.pt and .pt.state, metrics/train/<m>.csv,
+# metrics/runs/<m>.json, samples/<m>.txt, cells_<m>.html/.png, saturation_<m>.png), while
+# DVC checks it out as <file>.<22 characters>.tmp (charlab.io's temp, .<file>.XXXXXXXX.tmp,
+# is shorter): 2 * 105 + 17 + 27 = 254.
+NAME_MAX = 255
+MAX_NAME_LENGTH = (NAME_MAX - len("compare__vs_.html") - len(".0123456789abcdefghijkl.tmp")) // 2
 TRAINED_SECTIONS = ("train", "finetune")
 
 
@@ -160,6 +168,11 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
         if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
             raise ParamsError(f"{section}.{shown(name)}: model names must be {NAME_RULE}")
         key = f"{section}.{name}"
+        if len(name) > MAX_NAME_LENGTH:
+            raise ParamsError(f"{key}: model names must be at most {MAX_NAME_LENGTH} characters "
+                              "(file names are built from them, the longest "
+                              "compare_<a>_vs_<b>.html and its temporary copies, and a file "
+                              f"name has at most {NAME_MAX} bytes), got {len(name)}")
         if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
         if name in out:
