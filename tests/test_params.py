@@ -411,6 +411,24 @@ def test_validate_stage_error_is_one_line(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_validate_stage_checks_analyze_pairs_against_the_model_set(tmp_path):
+    """Issue 20, minor: `analyze.pairs` naming a model no longer in `train:` passed validate;
+    analyze then failed, after DVC had deleted its outputs. validate names it in one line."""
+    raw = _edit("analyze.pairs", [["rnn", "rnn3"], ["ngram4", "rnn9"]])
+    proc = _validate_stage(tmp_path, raw)
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: analyze.pairs[1][1]: unknown model 'rnn9'; the models are "
+                           "ngram4, ngram10, rnn, rnn3\n")
+    assert not (tmp_path / "data").exists()
+    del raw["train"]["rnn3"]  # the issue's case: the entry a pair names is removed
+    proc = _validate_stage(tmp_path, {**raw, "analyze": {**raw["analyze"],
+                                                         "pairs": [["rnn", "rnn3"]]}})
+    assert proc.stderr == ("error: analyze.pairs[0][1]: unknown model 'rnn3'; the models are "
+                           "ngram4, ngram10, rnn\n")
+    ft = {"finetune": {"ft": {"init_from": "rnn"}}, "analyze": {"pairs": [["ft", "ngram10"]]}}
+    assert _validate_stage(tmp_path, {**raw, **ft}).returncode == 0  # fine-tunes are models
+
+
 # --- params.yaml and its sections: validated before any work, one line naming the key path
 
 @pytest.mark.parametrize("text,message", [

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from charlab.models import model_names
 from charlab.params.core import ParamsError, parse, shown
 from charlab.params.data import DownloadParams, EncodeParams, NgramParams
 from charlab.params.readers import AnalyzeParams, EvaluateParams, SampleParams
@@ -65,4 +66,7 @@ def validate_all(params: Mapping) -> dict[str, Any]:
     models = train_models(params)
     for name in TRAINED_SECTIONS:
         out[name] = {m: cfg for m, cfg in models.items() if section_of(params, m) == name}
+    # a pair must name a model of this params file: found by analyze only, DVC would have
+    # deleted its outputs first
+    out["analyze"].check_models("analyze", model_names(out["ngram"].orders, list(models)))
     return out
