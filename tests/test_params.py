@@ -311,9 +311,28 @@ def test_validate_all_rejects_what_used_to_fail_later(key, value, message):
         sections.validate_all(_edit(key, value))
 
 
+@pytest.mark.parametrize("url,message", [
+    ("data/a\x00b.txt", r"must not hold control characters \(a newline, a tab, NUL\), got "
+                        r"'data/a\\x00b\.txt'$"),
+    ("http://127.0.0.1:9/a\nb", r"must not hold control characters .*, got "
+                                r"'http://127\.0\.0\.1:9/a\\nb'$"),
+    ("file:///a\tb", r"must not hold control characters"),
+    ("https://h/a b.txt", r"an https URL cannot hold a space: write it %20 \(got "
+                          r"https://h/a b\.txt\)$"),
+], ids=["nul-path", "newline-http", "tab-file", "space-https"])
+def test_a_url_that_fails_only_at_download_is_refused_by_validate(url: str, message: str):
+    """Issue 20, quality bar (found by tests/test_security.py): a NUL in a path was a
+    `ValueError: embedded null byte` traceback from the download stage, a newline or a space
+    in an http URL a download error (on two lines, for the newline), each after DVC had
+    deleted data/raw/corpus.txt; urllib.parse drops a newline or tab, fetching another URL."""
+    with pytest.raises(ParamsError, match=r"^download\.url: " + message):
+        sections.validate_all(_edit("download.url", url))
+
+
 @pytest.mark.parametrize("url", ["file:///data/corpus.txt", "file://localhost/data/corpus.txt",
                                  "https://example.com/a.txt", "http://[::1]:8000/x.txt",
-                                 "data/corpus.txt", "/abs/corpus.txt"])
+                                 "data/corpus.txt", "/abs/corpus.txt", "my corpus;1.txt",
+                                 "https://h/a%20b.txt?q=$(x)&r=`y`", "${x}/c.txt"])
 def test_good_urls_pass(url):
     assert sections.validate_all(_edit("download.url", url))["download"].url == url
 
