@@ -18,7 +18,10 @@ from charlab.params.training import TRAINED_SECTIONS, section_of, train_models
 
 
 def _dataclass_section(cls: type) -> Callable[[Any, str], Any]:
-    return lambda raw, path: parse(cls, raw, path)
+    def check_section(raw: Any, path: str) -> Any:
+        return parse(cls, raw, path)
+    check_section.params_class = cls  # type: ignore[attr-defined]  # (tests walk its keys)
+    return check_section
 
 
 # Every top-level section of params.yaml and the function that checks it (raw value, key

@@ -42,6 +42,17 @@ NAME_RULE = "letters, digits, _ or - (starting with a letter or _)"
 # is shorter): 2 * 105 + 17 + 27 = 254.
 NAME_MAX = 255
 MAX_NAME_LENGTH = (NAME_MAX - len("compare__vs_.html") - len(".0123456789abcdefghijkl.tmp")) // 2
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model name (completing "must be ..."), or None."""
+    if not MODEL_NAME.fullmatch(name):
+        return NAME_RULE
+    if len(name) > MAX_NAME_LENGTH:
+        return (f"at most {MAX_NAME_LENGTH} characters (file names are built from them, the "
+                "longest compare_<a>_vs_<b>.html and its temporary copies, and a file name has "
+                f"at most {NAME_MAX} bytes), got {len(name)}")
+    return None
 TRAINED_SECTIONS = ("train", "finetune")
 
 
@@ -165,14 +176,10 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{section}: must map each model name to its settings")
     for name, entry in raw.items():
-        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-            raise ParamsError(f"{section}.{shown(name)}: model names must be {NAME_RULE}")
+        problem = name_problem(name) if isinstance(name, str) else NAME_RULE
+        if problem:
+            raise ParamsError(f"{section}.{shown(name)}: model names must be {problem}")
         key = f"{section}.{name}"
-        if len(name) > MAX_NAME_LENGTH:
-            raise ParamsError(f"{key}: model names must be at most {MAX_NAME_LENGTH} characters "
-                              "(file names are built from them, the longest "
-                              "compare_<a>_vs_<b>.html and its temporary copies, and a file "
-                              f"name has at most {NAME_MAX} bytes), got {len(name)}")
         if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
         if name in out:
@@ -192,10 +199,13 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
                     f"{key}.init_from: must name a checkpoint in models/ (another entry, or "
                     f"one imported there: dvc import <repo> <path> -o models/<name>.pt), "
                     f"got {cfg.init_from!r}")
-            if not MODEL_NAME.fullmatch(cfg.init_from):
+            problem = name_problem(cfg.init_from)
+            if problem == NAME_RULE:
                 # dvc.yaml interpolates it into the stage's command, which a shell runs
                 raise ParamsError(f"{key}.init_from: must be a model name: {NAME_RULE}, as "
                                   f"dvc.yaml puts it in a command line; got {cfg.init_from!r}")
+            if problem:
+                raise ParamsError(f"{key}.init_from: must be a model name: {problem}")
         out[name] = cfg
 
 
