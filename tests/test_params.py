@@ -182,6 +182,9 @@ def test_gpt_and_rnn_keys_are_errors_on_the_other_kind(entry, message):
      r"^finetune\.b\.init_from: must be a model name: .*; got '\$\(touch X\)'$"),
     ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a\nb"}}},
      r"^finetune\.b\.init_from: must be a model name: .*; got 'a\\nb'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a" * 106}}},
+     r"^finetune\.b\.init_from: must be a model name: at most 105 characters \(file names "
+     r"are built from them, .*\), got 106$"),
 ])
 def test_finetune_section_errors(raw, message):
     with pytest.raises(ParamsError, match=message):
