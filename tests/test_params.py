@@ -129,9 +129,11 @@ def test_gpt_entry_parses_and_trains_on_windows_of_context():
     ({**GPT, "embedding_size": 16},
      r"^train\.g\.embedding_size: only a cell: rnn, lstm or gru entry has this key \(an RNN's "
      r"input embedding; a GPT always embeds\); this entry is cell: gpt$"),
-    ({**GPT, "seq_length": 16}, r"^train\.g\.seq_length: only a cell: rnn, lstm or gru entry "
-                                r"has this key \(an RNN's truncated-BPTT length; a GPT trains "
-                                r"on windows of context"),
+    ({**GPT, "seq_length": 16}, r"^train\.g\.seq_length: only a cell: rnn, lstm, gru, mingru, "
+                                r"minlstm or lru entry has this key \(an RNN's truncated-BPTT "
+                                r"length; a GPT trains on windows of context"),
+    ({"cell": "rnn", "expansion": 2}, r"^train\.g\.expansion: only a cell: mingru, minlstm or "
+                                      r"lru entry has this key .*this entry is cell: rnn$"),
     ({k: v for k, v in GPT.items() if k != "heads"},
      r"^train\.g\.heads: missing \(required for cell: gpt, attention heads"),
     ({k: v for k, v in GPT.items() if k != "context"}, r"^train\.g\.context: missing"),
