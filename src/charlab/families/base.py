@@ -7,7 +7,7 @@ scores and samples with it (:class:`charlab.lm.LanguageModel`). The registry
 trainer, fine-tuning, resume and the analysis ask it, and nothing outside this package tests
 a cell name.
 
-What the trainer calls on a network (the recurrent family and the GPT both answer):
+What the trainer calls on a network (a :class:`Network`, which every family's subclasses):
 ``net(idx, state) -> (logits, state)`` with ``idx`` (B, T) int64 and logits (B, T, V);
 ``set_precision(body, head)``; ``compute_dtypes()``; ``num_params()``; ``config``. The
 ``state`` carried between truncated-BPTT chunks is None, a tensor or a tuple of tensors, each
@@ -89,6 +89,30 @@ class Activations:
                 names += [f"l{k + 1}.c{j}" for j in range(self.cell[k].shape[1])]
                 cols.append(self.cell[k])
         return names, np.concatenate(cols, axis=1)
+
+
+class Network(nn.Module):
+    """What every family's network shares: the dtypes its two parts compute in (the body:
+    the recurrent layers or blocks; the head: the output layer), set by the trainer from
+    the run plan's precision (:mod:`charlab.runtime`); parameters stay float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # None: the parameters' dtype
+        self.recurrence_dtype: torch.dtype | None = None
+        self.head_dtype: torch.dtype | None = None
+
+    def set_precision(self, recurrence: torch.dtype | None, head: torch.dtype | None) -> None:
+        """Compute the body in ``recurrence`` and the output layer in ``head``."""
+        self.recurrence_dtype, self.head_dtype = recurrence, head
+
+    def compute_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
+        """(body, head): what the next forward's matrix products compute in."""
+        param = next(self.parameters()).dtype
+        return self.recurrence_dtype or param, self.head_dtype or param
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 
 class NoUnits(ValueError):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlab.families.base import Family, eval_mode
+from charlab.families.base import Family, Network, eval_mode
 from charlab.lm import LanguageModel
 from charlab.params.core import ParamsError, check, fraction, positive
 
@@ -154,7 +154,7 @@ class _Block(nn.Module):
         return x + F.dropout(mlp, self.dropout, self.training)
 
 
-class GPT(nn.Module):
+class GPT(Network):
     """Characters in, next-character logits out (see the module docstring)."""
 
     def __init__(self, config: GPTConfig) -> None:
@@ -172,22 +172,8 @@ class GPT(nn.Module):
                 nn.init.normal_(p, 0.0, std)
             elif name.endswith("bias") and not name.startswith("ln") and ".ln" not in name:
                 nn.init.zeros_(p)
-        # what the blocks and the output layer compute in; None: the parameters' dtype
-        self.recurrence_dtype: torch.dtype | None = None
-        self.head_dtype: torch.dtype | None = None
-
-    def set_precision(self, body: torch.dtype | None, head: torch.dtype | None) -> None:
-        """Compute the blocks in ``body`` and the output layer in ``head`` (charlab.runtime's
-        ``recurrence`` and ``head``): matrix products autocast to that dtype, LayerNorm and
-        softmax in float32, parameters float32."""
-        self.recurrence_dtype, self.head_dtype = body, head
-
-    def compute_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
-        param = self.head_bias.dtype
-        return self.recurrence_dtype or param, self.head_dtype or param
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        # set_precision (Network): the blocks' matrix products autocast to the body's dtype,
+        # the output layer's to the head's; LayerNorm and softmax in float32
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The tied output layer: final LayerNorm, then ``h @ tok.weight^T + bias``."""

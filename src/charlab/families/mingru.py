@@ -56,6 +56,17 @@ def log_g(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
 
 
+def gated_scan(z: torch.Tensor, v: torch.Tensor, h0: torch.Tensor, kernel: str
+               ) -> torch.Tensor:
+    """``h_t = sigmoid(-z_t) h_{t-1} + sigmoid(z_t) g(v_t)`` over the chunk with ``kernel``:
+    minGRU's update (z = k) and minLSTM's normalised gates (z = log i - log f) alike; in log
+    space ``log sigmoid(-z) = -softplus(z)``."""
+    if kernel == "log":
+        return scan.log_scan(-F.softplus(z), -F.softplus(-z) + log_g(v), h0)
+    run = scan.loop_scan if kernel == "loop" else scan.chunked_scan
+    return run(torch.sigmoid(-z), torch.sigmoid(z) * g(v), h0)
+
+
 class MinGRUMixer(nn.Module):
     def __init__(self, c: ScanConfig) -> None:
         super().__init__()
@@ -65,12 +76,7 @@ class MinGRUMixer(nn.Module):
     def forward(self, u: torch.Tensor, h0: torch.Tensor, dtype: torch.dtype, kernel: str
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = linear(u, self.inp, dtype).chunk(2, dim=-1)
-        if kernel == "log":
-            h = scan.log_scan(-F.softplus(k), -F.softplus(-k) + log_g(v), h0)
-        else:
-            run = scan.loop_scan if kernel == "loop" else scan.chunked_scan
-            h = run(torch.sigmoid(-k), torch.sigmoid(k) * g(v), h0)
-        return linear(h, self.out, dtype), h
+        return linear(h := gated_scan(k, v, h0, kernel), self.out, dtype), h
 
 
 class MinGRU(ScanFamily):

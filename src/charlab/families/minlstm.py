@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlab.families import scan
-from charlab.families.mingru import g, log_g
+from charlab.families.mingru import gated_scan
 from charlab.families.scanrnn import ScanConfig, ScanFamily, ScanKeys, default, linear
 
 CELL = "minlstm"
@@ -54,13 +53,8 @@ class MinLSTMMixer(nn.Module):
     def forward(self, u: torch.Tensor, h0: torch.Tensor, dtype: torch.dtype, kernel: str
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         kf, ki, v = linear(u, self.inp, dtype).chunk(3, dim=-1)
-        d = F.softplus(-kf) - F.softplus(-ki)
-        if kernel == "log":
-            h = scan.log_scan(-F.softplus(d), -F.softplus(-d) + log_g(v), h0)
-        else:
-            run = scan.loop_scan if kernel == "loop" else scan.chunked_scan
-            h = run(torch.sigmoid(-d), torch.sigmoid(d) * g(v), h0)
-        return linear(h, self.out, dtype), h
+        d = F.softplus(-kf) - F.softplus(-ki)  # log i - log f: f' = sigmoid(-d), i' = sigmoid(d)
+        return linear(h := gated_scan(d, v, h0, kernel), self.out, dtype), h
 
 
 class MinLSTM(ScanFamily):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlab.families.base import Activations, Family
+from charlab.families.base import Activations, Family, Network
 from charlab.families.recurrent_kernels import ElmanRecurrence, dropout, elman_forward
 from charlab.families.streaming import StreamingLM
 from charlab.lm import LanguageModel
@@ -99,7 +99,7 @@ class ModelConfig:
         return RECURRENT.config_from_dict(obj)
 
 
-class CharRNN(nn.Module):
+class CharRNN(Network):
     """Characters in, next-character logits out: input -> recurrent layers -> Linear.
 
     Dropout (charlab's own, see :func:`dropout`) sits between recurrent layers and before the
@@ -118,22 +118,6 @@ class CharRNN(nn.Module):
         self.head = nn.Linear(c.hidden_size, c.vocab_size)
         # None: pick per call (the manual Elman recurrence off CUDA); tests force either path.
         self.fused: bool | None = None
-        # None: the parameters' dtype
-        self.recurrence_dtype: torch.dtype | None = None
-        self.head_dtype: torch.dtype | None = None
-
-    def set_precision(self, recurrence: torch.dtype | None, head: torch.dtype | None) -> None:
-        """Compute the recurrent layers in ``recurrence`` and the output layer in ``head``."""
-        self.recurrence_dtype, self.head_dtype = recurrence, head
-
-    def compute_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
-        """(recurrence, head): what the next forward computes in."""
-        param = self.head.weight.dtype
-        return self.recurrence_dtype or param, self.head_dtype or param
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def init_hidden(self, batch_size: int, device: torch.device | None = None) -> Hidden:
         c = self.config
         h = torch.zeros(c.layers, batch_size, c.hidden_size, device=device)

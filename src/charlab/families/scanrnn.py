@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlab.families import scan
-from charlab.families.base import Activations, Family
+from charlab.families.base import Activations, Family, Network
 from charlab.families.recurrent_kernels import dropout
 from charlab.families.streaming import StreamingLM
 from charlab.lm import LanguageModel
@@ -181,7 +181,7 @@ class Block(nn.Module):
         return x + dropout(mlp, self.dropout, self.training), h, past
 
 
-class ScanRNN(nn.Module):
+class ScanRNN(Network):
     """Characters in, next-character logits out (see the module docstring).
 
     ``mixers`` makes one layer's recurrence: ``mixer(u (T, B, H), h0 (B, *state), dtype,
@@ -199,22 +199,6 @@ class ScanRNN(nn.Module):
         self.head = nn.Linear(c.hidden_size, c.vocab_size)
         # None: the parallel default for T > 1, one sequential step for T == 1
         self.kernel: str | None = None
-        # None: the parameters' dtype
-        self.recurrence_dtype: torch.dtype | None = None
-        self.head_dtype: torch.dtype | None = None
-
-    def set_precision(self, recurrence: torch.dtype | None, head: torch.dtype | None) -> None:
-        """Matrix products of the blocks in ``recurrence``, of the output layer in ``head``."""
-        self.recurrence_dtype, self.head_dtype = recurrence, head
-
-    def compute_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
-        """(recurrence, head): what the next forward's matrix products compute in."""
-        param = self.head.weight.dtype
-        return self.recurrence_dtype or param, self.head_dtype or param
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         c = self.config
         h = torch.zeros(c.layers, batch_size, *self.state_shape, device=device)
