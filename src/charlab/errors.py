@@ -10,6 +10,10 @@ class CharlabError(Exception):
     """A problem with the user's input or environment, stated so they can fix it."""
 
 
+class ParamsError(CharlabError, ValueError):
+    """A params value is missing, unknown, of the wrong type or out of range."""
+
+
 class TrainingError(CharlabError):
     """Training cannot start or cannot go on (data too short, loss diverged, ...)."""
 

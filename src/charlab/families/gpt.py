@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlab.checks import check, fraction, positive
+from charlab.errors import ParamsError
 from charlab.families.base import Family, Network, eval_mode
 from charlab.lm import LanguageModel
-from charlab.params.core import ParamsError, check, fraction, positive
 
 CELL = "gpt"
 

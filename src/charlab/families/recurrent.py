@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlab.checks import check, fraction, non_negative, positive
 from charlab.families.base import Activations, Family, Network
 from charlab.families.recurrent_kernels import ElmanRecurrence, dropout, elman_forward
 from charlab.families.streaming import StreamingLM
 from charlab.lm import LanguageModel
-from charlab.params.core import check, fraction, non_negative, positive
 
 CELLS = ("rnn", "lstm", "gru")
 # blocks of gate weights per cell (torch stacks them in weight_ih / weight_hh)

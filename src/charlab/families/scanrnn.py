@@ -52,12 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlab.checks import check, fraction, positive
 from charlab.families import scan
 from charlab.families.base import Activations, Family, Network
 from charlab.families.recurrent_kernels import dropout
 from charlab.families.streaming import StreamingLM
 from charlab.lm import LanguageModel
-from charlab.params.core import check, fraction, positive
 
 State = tuple[torch.Tensor, torch.Tensor]
 MLP_RATIO = 4

@@ -16,10 +16,20 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from charlab.errors import CharlabError
+from charlab.checks import (  # noqa: F401 (the checks a section's fields use)
+    at_most,
+    both,
+    check,
+    fraction,
+    non_negative,
+    positive,
+    probability,
+    shown,
+)
+from charlab.errors import ParamsError
 from charlab.io import read_yaml
 
 T = TypeVar("T")
@@ -33,55 +43,8 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 MAX_THREADS = 4096
 
 
-class ParamsError(CharlabError, ValueError):
-    """A params value is missing, unknown, of the wrong type or out of range."""
-
-
 class _WrongType(ParamsError):
     """The value is not of the key's type (a union tries its next type)."""
-
-
-# --- checks: each returns an error message or None ---------------------------------------
-
-def positive(v: Any) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must be >= 0"
-
-
-def fraction(v: Any) -> str | None:
-    return None if 0 <= v < 1 else "must be in [0, 1)"
-
-
-def probability(v: Any) -> str | None:
-    return None if 0 <= v <= 1 else "must be in [0, 1]"
-
-
-def shown(v: object) -> str:
-    """A user's key or string as an error message shows it: as written when it is printable,
-    else quoted and escaped, so a control character never breaks the one line."""
-    return v if isinstance(v, str) and v.isprintable() else repr(v)
-
-
-def at_most(limit: float, why: str) -> Callable[[Any], str | None]:
-    """``v <= limit`` (and the caller's other checks); ``why`` is said with the limit."""
-    def check(v: Any) -> str | None:
-        return None if v <= limit else f"must be at most {limit:g} ({why})"
-    return check
-
-
-def both(*checks: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        return next((p for p in (c(v) for c in checks) if p), None)
-    return check
-
-
-def check(fn: Callable[[Any], str | None], help: str = "") -> dict:
-    """A dataclass field's metadata: the check its value must pass (after the type's), and
-    what the key means (said in errors about the key)."""
-    return {"check": fn, "help": help}
 
 
 # --- the machinery -----------------------------------------------------------------------
