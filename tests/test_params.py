@@ -325,13 +325,13 @@ def test_a_number_written_as_yaml_reads_a_string_is_the_number_meant(tmp_path):
 def test_validate_all_checks_every_section_and_knows_no_other():
     checked = sections.validate_all(_default())
     assert list(checked) == ["download", "encode", "ngram", "train", "finetune", "sample",
-                             "evaluate", "analyze"]
+                             "evaluate", "analyze", "intervals"]
     assert list(checked["train"]) == ["rnn", "rnn3"]
     raw = _default()
     raw["sampel"] = {"length": 5}
     with pytest.raises(ParamsError, match=r"^sampel: unknown section; allowed sections: "
                                           r"download, encode, ngram, train, finetune, sample, "
-                                          r"evaluate, analyze$"):
+                                          r"evaluate, analyze, intervals$"):
         sections.validate_all(raw)
     raw = _default()
     del raw["evaluate"]
