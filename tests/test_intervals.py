@@ -158,6 +158,28 @@ def test_the_report_refuses_intervals_of_another_model_set(seeded: Path, tmp_pat
         "ngram2, rnn: rerun the intervals stage (`dvc repro`)")
 
 
+def test_models_without_scores_or_a_run_without_its_config_are_one_line(
+        seeded: Path, tmp_path: Path, capsys) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(seeded, ws)
+    (ws / "data/models.json").write_text(json.dumps({"ngram_orders": [2, 3],
+                                                     "trained": ["rnn", "rnn_s2"]}))
+    before = snapshot(ws)
+    code, _, err = run_stage(ws, "intervals", capsys)
+    assert code == 2
+    assert one_line_error(err) == ("error: no scores for ngram3 (the scores file has ngram2, "
+                                   "rnn, rnn_s2): rerun evaluate (`dvc repro`)")
+    assert snapshot(ws) == before
+    shutil.copy(seeded / "data/models.json", ws / "data/models.json")
+    run = json.loads((ws / "metrics/runs/rnn_s2.json").read_text())
+    del run["model_config"]  # what a charlab before issue 19 wrote
+    (ws / "metrics/runs/rnn_s2.json").write_text(json.dumps(run))
+    code, _, err = run_stage(ws, "report", capsys)
+    assert code == 2
+    assert one_line_error(err) == ("error: metrics/runs/rnn_s2.json: no model_config (written "
+                                   "by an older charlab); retrain rnn_s2 (`dvc repro`)")
+
+
 @pytest.mark.parametrize("raw,message", [
     ({"block": 0}, r"^intervals\.block: must be > 0, got 0$"),
     ({"resamples": 5}, r"^intervals\.resamples: must be at least 10 \(a percentile of fewer "
