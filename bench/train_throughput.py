@@ -6,7 +6,13 @@
 - charlab's trainer (:func:`charlab.training.loop.train`, the real loop) on the same 3 x 512
   model in fp32 and bf16, and on the 1-layer 512 model, at the batch/sequence sizes of params.yaml's
   ``rnn3`` / ``rnn`` entries, timed from its per-step hook after two warm-up steps.
-- the FLOP ceiling: 6 x params FLOPs per character at the GEMM rate measured here.
+- the same trainer on the families beyond the lecture at about rnn3's parameter count
+  (~1.4M, as in the CPU comparison of bench/RESULTS.md): a 3 x 256 LSTM, a 3 x 192 GPT
+  (6 heads, context 128), and minGRU, minLSTM and the LRU at their default sizes, all at
+  12,800 characters per step;
+- the FLOP ceiling: 6 x the forward multiply-adds per character (each family's own count,
+  :meth:`charlab.families.base.Family.forward_macs`: the matrix products only) at the GEMM
+  rate measured here.
 
 The machine may be shared: runs are interleaved over ``--trials`` rounds and the best of
 each is reported (the median in brackets), with the load average before and after.
@@ -106,13 +112,27 @@ def trainer(cfg: TrainParams, corpus: Corpus, workdir: Path, steps: int) -> floa
     return steps * cfg.batch_size * cfg.seq_length / (stamps[-1] - stamps[1])
 
 
-def defaults(params_path: Path) -> dict[str, TrainParams]:
+# the comparison's entries beyond the lecture, at about rnn3's 1.4M parameters
+FAMILY_ENTRIES = {
+    "lstm3": {"cell": "lstm", "layers": 3, "hidden_size": 256, "batch_size": 128},
+    "gpt": {"cell": "gpt", "layers": 3, "heads": 6, "hidden_size": 192, "context": 128,
+            "batch_size": 100},
+    "mingru": {"cell": "mingru", "batch_size": 128},
+    "minlstm": {"cell": "minlstm", "batch_size": 128},
+    "lru": {"cell": "lru", "batch_size": 128},
+}
+
+
+def defaults(params_path: Path, families: bool) -> dict[str, TrainParams]:
     entries: dict = {}
     if params_path.is_file():
         entries = dict((read_yaml(params_path) or {}).get("train") or {})
     rnn3 = entries.get("rnn3", {"layers": 3, "hidden_size": 512})
     rnn = entries.get("rnn", {"layers": 1, "hidden_size": 512})
-    return {"rnn3": parse_entry(rnn3, "train.rnn3"), "rnn": parse_entry(rnn, "train.rnn")}
+    out = {"rnn3": parse_entry(rnn3, "train.rnn3"), "rnn": parse_entry(rnn, "train.rnn")}
+    if families:
+        out |= {k: parse_entry(e, f"train.{k}") for k, e in FAMILY_ENTRIES.items()}
+    return out
 
 
 def main() -> None:
@@ -122,17 +142,20 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3,
                     help="trials per run, interleaved; the best is reported (shared machines)")
     ap.add_argument("--threads", type=int, default=0, help="0: every core")
+    ap.add_argument("--lecture-only", action="store_true",
+                    help="only rnn3 and rnn, not the other families")
     args = ap.parse_args()
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
 
-    runs: dict[str, tuple[TrainParams, int]] = {}
-    for name, cfg in defaults(args.params).items():
+    runs: dict[str, tuple[TrainParams, int, int]] = {}  # config, params, forward MACs/char
+    for name, cfg in defaults(args.params, not args.lecture_only).items():
         for precision in ("fp32", "bf16"):
             c = dataclasses.replace(cfg, precision=precision, device="cpu", threads=threads)
-            runs[f"{name} {precision}"] = (c, c.family.build(
-                c.network_config(VOCAB)).num_params())
+            config = c.network_config(VOCAB)
+            runs[f"{name} {precision}"] = (c, c.family.build(config).num_params(),
+                                           c.family.forward_macs(config))
     samples: dict[str, list[float]] = {"lecture": []}
     samples.update({k: [] for k in runs})
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +171,7 @@ def main() -> None:
         steps: dict[str, int] = {}
         for _ in range(args.trials):
             samples["lecture"].append(lecture_loop(args.seconds))
-            for key, (c, _) in runs.items():
+            for key, (c, _, _) in runs.items():
                 if key not in steps:  # size the trial from a short probe
                     rate = trainer(c, corpus, work, 3)
                     steps[key] = max(3, int(args.seconds * rate / (c.batch_size * c.seq_length)))
@@ -165,18 +188,19 @@ def main() -> None:
     print("\n| run | chars/s | x lecture | of FLOP ceiling |\n|---|---:|---:|---:|")
     print(f"| lecture loop: 3x512 nn.RNN, one step per call, B1 T25, fp32 | {base:,.0f} "
           f"({statistics.median(samples['lecture']):,.0f}) | 1.0 | |")
-    for key, (c, n_params) in runs.items():
+    for key, (c, _, macs) in runs.items():
         precision = c.precision
-        peak = rates[precision] * 1e9 / (6 * n_params)
+        peak = rates[precision] * 1e9 / (6 * macs)
         cps = best[key]
         print(f"| charlab {key.split()[0]}: {c.net.layers}x{c.net.hidden_size} {c.cell}, "
               f"B{c.batch_size} T{c.seq_length}, {precision} | {cps:,.0f} "
               f"({statistics.median(samples[key]):,.0f}) | {cps / base:.1f} | "
               f"{cps / peak:.2f} of {peak:,.0f} |")
     print(f"\nGEMM rate here ((12800 x 512) @ (512 x 512)): fp32 {rates['fp32']:.0f} GFLOP/s, "
-          f"bf16 {rates['bf16']:.0f} GFLOP/s; FLOP ceiling = rate / (6 x params) chars/s; "
-          "params: " + ", ".join(f"{k.split()[0]} {n:,}" for k, (_, n) in runs.items()
-                                 if k.endswith("fp32")))
+          f"bf16 {rates['bf16']:.0f} GFLOP/s; FLOP ceiling = rate / (6 x forward "
+          "multiply-adds per character) chars/s; params (multiply-adds): " + ", ".join(
+              f"{k.split()[0]} {n:,} ({m:,})" for k, (_, n, m) in runs.items()
+              if k.endswith("fp32")))
     sys.stdout.flush()
 
 

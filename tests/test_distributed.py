@@ -108,13 +108,26 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
 
+# every family of the registry (the recurrent one twice: the fused Elman path and an LSTM)
+DDP_NETS = {"rnn": {"cell": "rnn"}, "lstm": {"cell": "lstm"},
+            "gpt": {"cell": "gpt", "heads": 2, "context": 16},
+            "mingru": {"cell": "mingru", "expansion": 1.5},
+            "minlstm": {"cell": "minlstm"}, "lru": {"cell": "lru"}}
+
+
+def test_every_family_is_tested_under_ddp() -> None:
+    from charlab.families import FAMILIES, by_cell
+
+    assert {by_cell(n["cell"]).name for n in DDP_NETS.values()} == {f.name for f in FAMILIES}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gpt"])
+@pytest.mark.parametrize("cell", sorted(DDP_NETS))
 def test_two_processes_match_one_with_the_same_global_batch(encoded: Path, tmp_path: Path,
                                                             cell: str) -> None:
-    base = dict(DDP_TINY, cell=cell)
-    if cell == "gpt":  # a GPT has heads and reads windows of context, not seq_length
-        base = {k: v for k, v in base.items() if k != "seq_length"} | {"heads": 2, "context": 16}
+    base = dict(DDP_TINY, **DDP_NETS[cell])
+    if "context" in base:  # a GPT reads windows of context, not seq_length
+        base.pop("seq_length")
     entries = {"one": base, "two": dict(base, nproc=2)}
     log = run_ok(stage(encoded, "one", entries, tmp_path))
     assert "processes" not in log

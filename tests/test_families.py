@@ -27,6 +27,10 @@ from charlab.training.guard import TrainingInterrupted
 TINY_NETS = {
     "recurrent": {"cell": "lstm", "layers": 2, "hidden_size": 8, "seq_length": 8},
     "gpt": {"cell": "gpt", "layers": 1, "heads": 2, "hidden_size": 8, "context": 8},
+    "mingru": {"cell": "mingru", "layers": 2, "hidden_size": 8, "expansion": 1.5,
+               "seq_length": 8},
+    "minlstm": {"cell": "minlstm", "layers": 2, "hidden_size": 8, "seq_length": 8},
+    "lru": {"cell": "lru", "layers": 2, "hidden_size": 8, "conv_kernel": 3, "seq_length": 8},
 }
 TINY_RUN = {"dropout": 0.1, "batch_size": 2, "lr": 0.01, "max_steps": 4, "eval_every": 2,
             "seed": 1, "device": "cpu", "threads": 1, "warmup_steps": 0}

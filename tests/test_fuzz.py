@@ -10,6 +10,8 @@ pipeline.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import math
 import re
@@ -26,12 +28,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from charlab.encoding import CorpusError, Vocab, VocabError, decode_utf8, split_bounds
+from charlab.families import FAMILIES
 from charlab.io import json_text
 from charlab.lm import generate, score
 from charlab.ngram import NGramLM
 from charlab.params.core import ParamsError, load
 from charlab.params.data import url_problem
-from charlab.params.sections import validate_all
+from charlab.params.sections import SECTIONS, validate_all
+from charlab.params.training import TRAINED_SECTIONS, TrainParams, init_entry
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -126,6 +130,57 @@ def test_ngram_scoring_on_any_unicode_is_finite_and_normalised(data: st.DataObje
 DEFAULT_PARAMS = load(REPO / "params.yaml")
 CORPUS = make_text(400, seed=7)
 
+
+def _defaults(cls: type) -> dict:
+    """Every key of a params dataclass with its default (a required size: 8)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "net":  # TrainParams' parsed family keys, not a params key
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = 8  # every required key today is a size (a GPT's heads, context)
+    return out
+
+
+def _full_params() -> dict:
+    """The default params with every key of every section written out, analyze.pairs
+    naming a pair, and for every family of the registry a train: entry holding every key
+    (its family's and the common ones) and a finetune: entry of it: what the fuzz edits, so
+    that it reaches every key (test_the_params_fuzz_reaches_every_key)."""
+    raw = json.loads(json.dumps(DEFAULT_PARAMS))
+    for section, check_section in SECTIONS.items():
+        cls = getattr(check_section, "params_class", None)
+        if cls is not None:
+            raw[section] = {**_defaults(cls), **raw[section]}
+    raw["analyze"]["pairs"] = [["rnn", "ngram4"]]
+    common = {k: v for k, v in _defaults(TrainParams).items() if k != "init_from"}
+    raw["finetune"] = {}
+    for family in FAMILIES:
+        name = re.sub(r"\W", "_", family.cells[0])
+        entry = {**common, **_defaults(family.Keys), "cell": family.cells[0],
+                 "batch_size": 8, "threads": 1}
+        raw["train"][f"all_{name}"] = entry
+        raw["finetune"][f"ft_{name}"] = {**entry, "init_from": f"all_{name}"}
+    return json.loads(json.dumps(raw))  # plain JSON types, as safe_load gives
+
+
+FULL_PARAMS = _full_params()
+FAMILY_CELLS = [re.sub(r"\W", "_", f.cells[0]) for f in FAMILIES]
+
+
+def _one_family(cell: str) -> dict:
+    """The full params with the entries of one family only (and the default ones): what one
+    example edits, so that validating it does not grow with the registry."""
+    raw = json.loads(json.dumps(FULL_PARAMS))
+    raw["train"] = {k: v for k, v in raw["train"].items()
+                    if not k.startswith("all_") or k == f"all_{cell}"}
+    raw["finetune"] = {f"ft_{cell}": raw["finetune"][f"ft_{cell}"]}
+    return raw
+
 # what a params.yaml can hold: YAML's scalars (huge integers, nan, inf, the strings YAML
 # makes of `1e-3`), values near the bounds, the literals the keys know, and nesting
 LITERALS = ["auto", "cpu", "cuda", "mps", "rnn", "lstm", "gru", "kn", "mkn", "addk", "fp32",
@@ -165,8 +220,9 @@ def _get(node: object, path: tuple) -> object:
 
 @st.composite
 def edited_params(draw: st.DrawFn) -> dict:
-    """The default params with 1 to 3 keys set to any value, deleted, or added."""
-    raw = json.loads(json.dumps(DEFAULT_PARAMS))
+    """The full params (every key written out) with 1 to 3 keys set to any value, deleted,
+    or added."""
+    raw = _one_family(draw(st.sampled_from(FAMILY_CELLS)))
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(raw)
         leaves = [p for p in paths if not isinstance(_get(raw, p), dict)]
@@ -196,6 +252,15 @@ def edited_params(draw: st.DrawFn) -> dict:
         raise
 
 
+@functools.lru_cache(maxsize=64)
+def _ngram(orders: tuple[int, ...], smoothing: str, add_k: float, discount: float | None
+           ) -> tuple[Vocab, np.ndarray, NGramLM]:
+    vocab = Vocab.from_text(CORPUS)
+    ids = vocab.encode(CORPUS).astype(np.int64)
+    return vocab, ids, NGramLM.fit(ids[:300], vocab.size, max(orders), smoothing=smoothing,
+                                   add_k=add_k, discount=discount)
+
+
 def _usable(checked: dict) -> None:
     """What the stages do with accepted values works: no overflow, no NaN, no traceback."""
     d = checked["download"]
@@ -208,26 +273,54 @@ def _usable(checked: dict) -> None:
     with contextlib.suppress(CorpusError):
         split_bounds(10**6, e.val_fraction, e.test_fraction)
     n = checked["ngram"]
-    vocab = Vocab.from_text(CORPUS)
-    ids = vocab.encode(CORPUS).astype(np.int64)
-    model = NGramLM.fit(ids[:300], vocab.size, max(n.orders), smoothing=n.smoothing,
-                        add_k=n.add_k, discount=n.discount)
+    vocab, ids, model = _ngram(tuple(n.orders), n.smoothing, n.add_k, n.discount)
     for order in n.orders:
         s = score(model.with_order(order), ids[300:])
         assert math.isfinite(s.nll) and s.nll > 0
-    for name, cfg in checked["train"].items():
-        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name)
+    models = {**checked["train"], **checked["finetune"]}
+    for name, cfg in models.items():
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name) and len(name) <= 105
         for v in cfg.to_dict().values():
             if isinstance(v, float):
                 assert math.isfinite(v)
         torch.Generator().manual_seed(cfg.seed)
         np.random.default_rng([cfg.seed, 0]).integers(0, 10)
         assert cfg.batch_size % cfg.nproc == 0 and cfg.threads <= 4096
+        # the family takes what validate accepted: its window and its network's config
+        assert cfg.seq_length >= 1
+        cfg.network_config(vocab.size)
+        if name in checked["finetune"]:  # a model name: dvc.yaml's models/<init_from>.pt
+            assert init_entry(cfg) == cfg.init_from
+            assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", cfg.init_from)
+    names = [f"ngram{o}" for o in n.orders] + list(models)
+    assert all(m in names for pair in checked["analyze"].pairs for m in pair)
     sm = checked["sample"]
     out = list(generate(model.with_order(min(n.orders)), np.array([], dtype=np.int64), 10,
                         temperature=sm.temperature, top_k=sm.top_k, seed=sm.seed))
     assert all(0 <= i < vocab.size for i in out)
     assert checked["evaluate"].threads <= 4096
+
+
+def test_the_params_fuzz_reaches_every_key() -> None:
+    """What the fuzz edits holds every key of every section's dataclass, and in train: and
+    in finetune: an entry of every family of the registry with every key it can have."""
+    for section, check_section in SECTIONS.items():
+        cls = getattr(check_section, "params_class", None)
+        if cls is None:
+            assert section in TRAINED_SECTIONS, section  # the others are dataclasses
+            continue
+        assert set(FULL_PARAMS[section]) == {f.name for f in dataclasses.fields(cls)}
+    common = {f.name for f in dataclasses.fields(TrainParams)} - {"net"}
+    for family in FAMILIES:
+        keys = {f.name for f in dataclasses.fields(family.Keys)} | common
+        for section in TRAINED_SECTIONS:
+            entry = FULL_PARAMS[section][("all_" if section == "train" else "ft_")
+                                         + re.sub(r"\W", "_", family.cells[0])]
+            assert entry["cell"] == family.cells[0]
+            assert set(entry) == keys - ({"init_from"} if section == "train" else set())
+    checked = validate_all(FULL_PARAMS)  # valid as written
+    assert len(checked["finetune"]) == len(FAMILIES)
+    _usable(checked)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -241,3 +334,32 @@ def test_any_params_value_is_a_params_error_or_usable(raw: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow or invalid value in numpy fails too
         _usable(checked)
+
+
+# every value a fuzz example may miss, at every key: the sweep below tries each one
+SWEEP = [None, True, -1, 0, 2**64, 1e300, math.nan, "", "x;touch PWNED", "1e-3", [[]]]
+
+
+def test_every_key_with_every_sweep_value_is_a_params_error_or_usable() -> None:
+    """Each leaf of the full params (every key of every section, every family's entry in
+    train: and finetune:) set to each SWEEP value: a one-line ParamsError or usable values,
+    never a traceback. Deterministic, so no key depends on what the fuzz happened to draw."""
+    # the default entries (rnn, rnn3) have no key all_rnn lacks
+    leaves = [p for p in _paths(FULL_PARAMS) if not isinstance(_get(FULL_PARAMS, p), dict)
+              and not (p[0] == "train" and p[1] in DEFAULT_PARAMS["train"])]
+    assert len(leaves) > 60
+    for path in leaves:
+        entry = path[1] if path[0] in TRAINED_SECTIONS else "all_rnn"
+        base = _one_family(entry.split("_", 1)[1])
+        for value in SWEEP:
+            raw = json.loads(json.dumps(base))
+            *parents, key = path
+            _get(raw, tuple(parents))[key] = value
+            try:
+                checked = validate_all(raw)
+            except ParamsError as e:
+                assert str(e) and str(e).isprintable(), (path, value, str(e))
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                _usable(checked)

@@ -127,6 +127,42 @@ def test_cached_sampling_matches_recomputing_the_window(prime_len: int) -> None:
                                scored[max(prime_len - 1, 0):], atol=1e-5)
 
 
+@pytest.mark.parametrize("context", [1, 2, 3, 8])
+def test_start_and_step_give_the_window_scoring_prediction_for_any_prime(context: int) -> None:
+    """Issue 20, serious 4: a GPT with context 1 could not start from a prime longer than 1
+    (`ValueError: 15 positions exceed the context of 1`: the crop kept `prime[-0:]`, all of
+    it), and where the prime's length minus the context was a multiple of the stride (a
+    prime of 12 or 32 at context 8, any prime beyond the context at stride 1) it cropped to
+    the wrong window, so sampling's prediction differed from scoring's. For every prime
+    length up to several windows, start's prediction and every step's after it are the
+    brute force's (the window the scoring scheme gives that character)."""
+    m = make(context=context)
+    lm = GPTLM(m, "cpu")
+    ids = ids_of(3 * context + 10, seed=5)
+    expect = brute_force(m, ids, context, lm.stride)
+    np.testing.assert_allclose(lm.log_probs(ids), expect, rtol=0, atol=1e-5)
+    for n in range(1, len(ids)):
+        lp, state = lm.start(ids[:n])
+        assert lp[ids[n]] == pytest.approx(expect[n - 1], abs=1e-5), n
+        for t in range(n, len(ids) - 1):  # then read the rest one character at a time
+            lp, state = lm.step(state, int(ids[t]))
+            assert lp[ids[t + 1]] == pytest.approx(expect[t], abs=1e-5), (n, t)
+            assert state[0].length == len(state[1]) <= context
+
+
+def test_a_context_one_gpt_trains_then_samples_and_scores_a_long_prime(
+        corpus: Corpus, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 20, serious 4, as reported: `cell: gpt, context: 1` trained, then the sample
+    stage failed on its 15-character prime. It samples and scores any prime."""
+    train_entry(gpt_cfg(context=1, max_steps=4, eval_every=2), corpus,
+                checkpoint_path=tmp_path / "g1.pt", curve_path=tmp_path / "g1.csv", name="g1")
+    lm = load_model(tmp_path / "g1.pt", corpus.vocab)
+    prime = corpus.split("train")[:15].astype(np.int64)  # as long as "First Citizen:\n"
+    out = list(generate(lm, prime, 20, temperature=0.8, seed=1))
+    assert len(out) == 20 and all(0 <= i < corpus.vocab.size for i in out)
+    assert score(lm, corpus.split("val")[:200]).count == 199
+
+
 def test_generate_runs_through_the_protocol() -> None:
     lm = GPTLM(make(context=8), "cpu")
     out = list(generate(lm, ids_of(3), 20, temperature=0.8, seed=1))

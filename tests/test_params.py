@@ -129,9 +129,11 @@ def test_gpt_entry_parses_and_trains_on_windows_of_context():
     ({**GPT, "embedding_size": 16},
      r"^train\.g\.embedding_size: only a cell: rnn, lstm or gru entry has this key \(an RNN's "
      r"input embedding; a GPT always embeds\); this entry is cell: gpt$"),
-    ({**GPT, "seq_length": 16}, r"^train\.g\.seq_length: only a cell: rnn, lstm or gru entry "
-                                r"has this key \(an RNN's truncated-BPTT length; a GPT trains "
-                                r"on windows of context"),
+    ({**GPT, "seq_length": 16}, r"^train\.g\.seq_length: only a cell: rnn, lstm, gru, mingru, "
+                                r"minlstm or lru entry has this key \(an RNN's truncated-BPTT "
+                                r"length; a GPT trains on windows of context"),
+    ({"cell": "rnn", "expansion": 2}, r"^train\.g\.expansion: only a cell: mingru, minlstm or "
+                                      r"lru entry has this key .*this entry is cell: rnn$"),
     ({k: v for k, v in GPT.items() if k != "heads"},
      r"^train\.g\.heads: missing \(required for cell: gpt, attention heads"),
     ({k: v for k, v in GPT.items() if k != "context"}, r"^train\.g\.context: missing"),
@@ -171,6 +173,20 @@ def test_gpt_and_rnn_keys_are_errors_on_the_other_kind(entry, message):
     ({"train": {"a": {}}, "finetune": [1]}, r"^finetune: must map each model name"),
     ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a", "lr": "x"}}},
      r"^finetune\.b\.lr: must be a number"),
+    # issue 20, serious 1: dvc.yaml puts init_from in a shell command line
+    # (`--init models/${item.init_from}.pt`): `x;touch PWNED_ft;` ran `touch PWNED_ft`
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "x;touch PWNED_ft;"}}},
+     r"^finetune\.b\.init_from: must be a model name: letters, digits, _ or - \(starting "
+     r"with a letter or _\), as dvc\.yaml puts it in a command line; got 'x;touch PWNED_ft;'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a b"}}},
+     r"^finetune\.b\.init_from: must be a model name: .*; got 'a b'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "$(touch X)"}}},
+     r"^finetune\.b\.init_from: must be a model name: .*; got '\$\(touch X\)'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a\nb"}}},
+     r"^finetune\.b\.init_from: must be a model name: .*; got 'a\\nb'$"),
+    ({"train": {"a": {}}, "finetune": {"b": {"init_from": "a" * 106}}},
+     r"^finetune\.b\.init_from: must be a model name: at most 105 characters \(file names "
+     r"are built from them, .*\), got 106$"),
 ])
 def test_finetune_section_errors(raw, message):
     with pytest.raises(ParamsError, match=message):
@@ -300,9 +316,28 @@ def test_validate_all_rejects_what_used_to_fail_later(key, value, message):
         sections.validate_all(_edit(key, value))
 
 
+@pytest.mark.parametrize("url,message", [
+    ("data/a\x00b.txt", r"must not hold control characters \(a newline, a tab, NUL\), got "
+                        r"'data/a\\x00b\.txt'$"),
+    ("http://127.0.0.1:9/a\nb", r"must not hold control characters .*, got "
+                                r"'http://127\.0\.0\.1:9/a\\nb'$"),
+    ("file:///a\tb", r"must not hold control characters"),
+    ("https://h/a b.txt", r"an https URL cannot hold a space: write it %20 \(got "
+                          r"https://h/a b\.txt\)$"),
+], ids=["nul-path", "newline-http", "tab-file", "space-https"])
+def test_a_url_that_fails_only_at_download_is_refused_by_validate(url: str, message: str):
+    """Issue 20, quality bar (found by tests/test_security.py): a NUL in a path was a
+    `ValueError: embedded null byte` traceback from the download stage, a newline or a space
+    in an http URL a download error (on two lines, for the newline), each after DVC had
+    deleted data/raw/corpus.txt; urllib.parse drops a newline or tab, fetching another URL."""
+    with pytest.raises(ParamsError, match=r"^download\.url: " + message):
+        sections.validate_all(_edit("download.url", url))
+
+
 @pytest.mark.parametrize("url", ["file:///data/corpus.txt", "file://localhost/data/corpus.txt",
                                  "https://example.com/a.txt", "http://[::1]:8000/x.txt",
-                                 "data/corpus.txt", "/abs/corpus.txt"])
+                                 "data/corpus.txt", "/abs/corpus.txt", "my corpus;1.txt",
+                                 "https://h/a%20b.txt?q=$(x)&r=`y`", "${x}/c.txt"])
 def test_good_urls_pass(url):
     assert sections.validate_all(_edit("download.url", url))["download"].url == url
 
@@ -400,6 +435,24 @@ def test_validate_stage_error_is_one_line(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_validate_stage_checks_analyze_pairs_against_the_model_set(tmp_path):
+    """Issue 20, minor: `analyze.pairs` naming a model no longer in `train:` passed validate;
+    analyze then failed, after DVC had deleted its outputs. validate names it in one line."""
+    raw = _edit("analyze.pairs", [["rnn", "rnn3"], ["ngram4", "rnn9"]])
+    proc = _validate_stage(tmp_path, raw)
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: analyze.pairs[1][1]: unknown model 'rnn9'; the models are "
+                           "ngram4, ngram10, rnn, rnn3\n")
+    assert not (tmp_path / "data").exists()
+    del raw["train"]["rnn3"]  # the issue's case: the entry a pair names is removed
+    proc = _validate_stage(tmp_path, {**raw, "analyze": {**raw["analyze"],
+                                                         "pairs": [["rnn", "rnn3"]]}})
+    assert proc.stderr == ("error: analyze.pairs[0][1]: unknown model 'rnn3'; the models are "
+                           "ngram4, ngram10, rnn\n")
+    ft = {"finetune": {"ft": {"init_from": "rnn"}}, "analyze": {"pairs": [["ft", "ngram10"]]}}
+    assert _validate_stage(tmp_path, {**raw, **ft}).returncode == 0  # fine-tunes are models
+
+
 # --- params.yaml and its sections: validated before any work, one line naming the key path
 
 @pytest.mark.parametrize("text,message", [
@@ -483,3 +536,70 @@ def test_seq_length_or_batch_longer_than_the_split(seq_length: int, batch_size: 
     with pytest.raises(ParamsError, match=message):
         check_train_split(cfg, "train.m", n_train)
     check_train_split(cfg, "train.m", batch_size * (seq_length + 1))  # exactly enough: fine
+
+
+# --- model names are bounded so every file name built from them fits (issue 20, serious 5)
+
+def test_model_names_are_bounded_by_the_longest_file_name_built_from_them():
+    """The longest file name built from model names is the analysis page of a pair while
+    it is written (charlab.io's `.<name>.XXXXXXXX.tmp`) or checked out (DVC's
+    `<name>.<22 characters>.tmp`): `compare_<a>_vs_<b>.html` with both names at the bound
+    fits NAME_MAX (255 bytes); one more character each does not. A name one over the bound
+    is one line from validate, in train: and in finetune:."""
+    n = training.MAX_NAME_LENGTH
+    page = "compare_{a}_vs_{b}.html"
+    temps = [".{f}.XXXXXXXX.tmp", "{f}.0123456789abcdefghijkl.tmp"]
+
+    def longest(k: int) -> int:
+        return max(len(t.format(f=page.format(a="m" * k, b="m" * k))) for t in temps)
+
+    assert longest(n) <= 255 < longest(n + 1)
+    ok = {"train": {"m" * n: {}}, "finetune": {"f" * n: {"init_from": "m" * n}}}
+    assert list(train_models(ok)) == ["m" * n, "f" * n]
+    for raw, key in [({"train": {"m" * (n + 1): {}}}, "train"),
+                     ({"train": {"a": {}}, "finetune": {"f" * (n + 1): {"init_from": "a"}}},
+                      "finetune")]:
+        with pytest.raises(ParamsError) as e:
+            train_models(raw)
+        assert str(e.value) == (
+            f"{key}.{next(iter(raw[key]))}: model names must be at most {n} characters "
+            f"(file names are built from them, the longest compare_<a>_vs_<b>.html and its "
+            f"temporary copies, and a file name has at most 255 bytes), got {n + 1}")
+
+
+@pytest.mark.slow
+def test_models_named_at_the_bound_train_sample_evaluate_and_analyze(pipeline_ws: Path,
+                                                                     capsys):
+    """Issue 20, serious 5, as reported: a 240-character name passed validate and training
+    failed at its first save (`OSError: [Errno 36] File name too long:
+    'models/<name>.pt.state'`). Two models named at the bound (an LSTM, whose gates make a
+    saturation figure, and an RNN) go through every stage that builds a file name from a
+    model name, their pair page included; one character more stops validate."""
+    n = training.MAX_NAME_LENGTH
+    a, b = "a" * n, "b" * n
+    path = pipeline_ws / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    tiny = p["train"]["rnn"]
+    p["train"] = {a: {**tiny, "cell": "lstm"}, b: tiny}
+    p["analyze"].update(pairs=[[a, b]], cells_chars=200, excerpt_chars=200)
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    assert run_stage(pipeline_ws, "validate")[0] == 0
+    for name in (a, b):
+        assert run_stage(pipeline_ws, "train", key=name)[0] == 0
+        assert (pipeline_ws / f"models/{name}.pt").is_file()
+        assert (pipeline_ws / f"models/{name}.pt.state").is_file()
+    for stage in ("sample", "evaluate", "analyze", "report"):
+        assert run_stage(pipeline_ws, stage)[0] == 0, stage
+    assert (pipeline_ws / f"metrics/analysis/pages/compare_{a}_vs_{b}.html").is_file()
+    assert (pipeline_ws / f"metrics/analysis/figures/saturation_{a}.png").is_file()
+    assert (pipeline_ws / f"samples/{b}.txt").is_file()
+
+    p["train"] = {a + "x": tiny}
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    capsys.readouterr()
+    code, _, err = run_stage(pipeline_ws, "validate", capsys)
+    assert code == 2
+    assert one_line_error(err).endswith(f"must be at most {n} characters (file names are "
+                                        "built from them, the longest compare_<a>_vs_<b>.html "
+                                        f"and its temporary copies, and a file name has at most "
+                                        f"255 bytes), got {n + 1}")

@@ -27,6 +27,25 @@ def test_hydra_value(value, text: str) -> None:
     assert hydra_value(value) == text
 
 
+# strings a profile may set (sample.prime is any text): quotes, backslashes (before a quote,
+# at the end, alone, doubled), shell metacharacters, newlines, separators, Hydra's syntax
+VERBATIM = ["a\\b", "a\\", "\\", "\\\\", "a\\'b", "it's", "'", "\\'", "''", "a\\\\nb", "\\n",
+            "C:\\dir\\", "x;touch PWNED;", "$(touch PWNED)", "`id`|&><*?~#!", "$HOME", "a\nb\r\n",
+            "a\tb", "a/../b", "/abs", "a,b", "[a]", "{a: b}", "a=b", "  lead and trail  ", "null",
+            "3", "-1", "é☃", "\"q\"", "", "NaN", "True", "a:b", "++x=1", "~a"]
+
+
+@pytest.mark.parametrize("value", VERBATIM)
+def test_a_profile_string_reaches_dvc_verbatim(value: str) -> None:
+    """What `dvc exp run -S` hands Hydra reads back as the very string: hydra_value used to
+    double every backslash, so a prime `a\\b` became `a\\\\b` in params.yaml (Hydra's quoted
+    strings escape only a quote and the backslashes before one)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override(f"++sample.prime={hydra_value(value)}")
+    assert override.value() == value
+
+
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), {1, 2}])
 def test_values_an_override_cannot_hold(value) -> None:
     with pytest.raises(ProfileError, match="train.x.lr"):
@@ -169,6 +188,22 @@ def test_a_profile_never_copies_an_environment_secret_anywhere(tmp_path: Path,
     assert not (tmp_path / "samples").exists()
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_a_nul_in_a_profile_value_is_one_line(tmp_path: Path, capsys) -> None:
+    """A NUL cannot be passed to `dvc exp run -S` (`ValueError: embedded null byte`, a
+    traceback from `charlab profile`): one line, dvc never runs."""
+    from charlab.cli import main as cli_main
+
+    base = write(tmp_path, "params.yaml", BASE)
+    prof = write(tmp_path, "p.yaml", {"sample": {"prime": "a\x00b"}})
+    with pytest.raises(SystemExit) as e:
+        cli_main(["profile", str(prof), "--params", str(base)])
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"error: {prof}: sample.prime: holds a NUL character, which no command "
+                   "line can carry (dvc exp run -S); set it in params.yaml instead\n")
 
 
 def test_a_duplicate_key_in_a_profile_is_refused(tmp_path: Path, capsys) -> None:

@@ -53,7 +53,11 @@ def hydra_value(value: Any, where: str = "value") -> str:
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-/]*", value) and value.lower() not in (
                 "true", "false", "null", "nan", "inf"):
             return value  # a plain word: Hydra reads it as this string
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        # Hydra's quoted string: a backslash escapes a quote, and the backslashes before a
+        # quote (or the closing one) are escaped; any other backslash is itself (doubling
+        # every one, as before, stored 'a\\b' for a\b)
+        return "'" + re.sub(r"(\\*)('|\Z)", lambda m: m.group(1) * 2 + m.group(2).replace(
+            "'", "\\'"), value) + "'"
     if isinstance(value, list):
         return "[" + ",".join(hydra_value(v, where) for v in value) + "]"
     if isinstance(value, Mapping) and not value:
@@ -62,17 +66,16 @@ def hydra_value(value: Any, where: str = "value") -> str:
                        "override")
 
 
-def _interpolations(value: Any, where: str) -> Iterator[str]:
-    """The key paths under ``where`` whose string value holds ``${``."""
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(key path, string) for every string under ``where``."""
     if isinstance(value, str):
-        if "${" in value:
-            yield where
+        yield where, value
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _interpolations(v, f"{where}[{i}]")
+            yield from _strings(v, f"{where}[{i}]")
     elif isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _interpolations(v, f"{where}.{k}")
+            yield from _strings(v, f"{where}.{k}")
 
 
 def check_data(profile: Mapping[str, Any], profile_path: str | os.PathLike) -> None:
@@ -84,11 +87,16 @@ def check_data(profile: Mapping[str, Any], profile_path: str | os.PathLike) -> N
     Refused, not escaped: nothing in charlab's params needs the two characters.
     """
     for path, value in _leaves(profile):
-        for where in _interpolations(value, path):
-            raise ProfileError(f"{profile_path}: {where}: holds '${{', which DVC would "
-                               "resolve as an interpolation (${oc.env:...} reads the "
-                               "environment); profile values are data, never resolved: "
-                               "remove the ${...}")
+        for where, text in _strings(value, path):
+            if "${" in text:
+                raise ProfileError(f"{profile_path}: {where}: holds '${{', which DVC would "
+                                   "resolve as an interpolation (${oc.env:...} reads the "
+                                   "environment); profile values are data, never resolved: "
+                                   "remove the ${...}")
+            if "\x00" in text:  # (params.yaml itself may hold one, written "\0")
+                raise ProfileError(f"{profile_path}: {where}: holds a NUL character, which "
+                                   "no command line can carry (dvc exp run -S); set it in "
+                                   "params.yaml instead")
 
 
 def merged(base: Mapping[str, Any], profile: Mapping[str, Any]) -> dict[str, Any]:

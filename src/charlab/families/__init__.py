@@ -11,11 +11,17 @@ from typing import Any
 
 from charlab.families.base import Family
 from charlab.families.gpt import GPT_FAMILY
+from charlab.families.lru import LRU_FAMILY
+from charlab.families.mingru import MINGRU
+from charlab.families.minlstm import MINLSTM
 from charlab.families.recurrent import RECURRENT
 
 FAMILIES: tuple[Family, ...] = (
     RECURRENT,  # rnn, lstm, gru: the lecture's networks
     GPT_FAMILY,  # gpt: a decoder-only Transformer
+    MINGRU,  # mingru: Feng et al. 2024, a GRU that trains in parallel over time
+    MINLSTM,  # minlstm: the same for the LSTM
+    LRU_FAMILY,  # lru: the Linear Recurrent Unit (Orvieto et al. 2023)
 )
 
 CELLS: tuple[str, ...] = tuple(cell for f in FAMILIES for cell in f.cells)

@@ -281,11 +281,13 @@ class GPTLM:
             if len(prime) == 0:
                 # nothing read: the output bias alone, the model's "empty" distribution
                 return self._next(self.model.head_bias), None
-            # the window scoring would give its last character: from the last stride-
-            # aligned window start that keeps it inside the context
-            keep = len(prime) if len(prime) <= self.context else (
-                self.context - self.stride + (len(prime) - self.context) % self.stride)
-            return self._read(prime[-keep:])
+            # the window scoring reads its last character t = n - 1 in: all of the prime
+            # while it fits, else from the window start k * stride that puts t among the
+            # window's last stride positions, so c - stride + 1 ... c characters (at least
+            # one: context 1 has stride 1)
+            n, c, s = len(prime), self.context, self.stride
+            keep = n if n <= c else c - s + 1 + (n - 1 - c) % s
+            return self._read(prime[n - keep:])
 
     def step(self, state: Any, next_id: int) -> tuple[np.ndarray, Any]:
         with eval_mode(self.model), torch.inference_mode():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,10 @@ def url_problem(url: str) -> str | None:
     got = shown(url)
     if not url.strip():
         return "must name a file or an http(s) URL, got an empty string"
+    if any(unicodedata.category(c) == "Cc" for c in url):
+        # urllib drops a newline or a tab from a URL (another URL is fetched), http.client
+        # refuses them at download time, and open() a NUL
+        return f"must not hold control characters (a newline, a tab, NUL), got {got}"
     try:
         parsed = urllib.parse.urlparse(url)
         parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
@@ -54,6 +59,8 @@ def url_problem(url: str) -> str | None:
             return f"a file:// URL needs a path (got {got})"
     elif not parsed.hostname:
         return f"an {scheme} URL needs a host (got {got})"
+    elif " " in url:  # http.client refuses it when the download starts
+        return f"an {scheme} URL cannot hold a space: write it %20 (got {got})"
     return None
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from charlab.models import model_names
 from charlab.params.core import ParamsError, parse, shown
 from charlab.params.data import DownloadParams, EncodeParams, NgramParams
 from charlab.params.readers import (
@@ -22,7 +23,10 @@ from charlab.params.training import TRAINED_SECTIONS, section_of, train_models
 
 
 def _dataclass_section(cls: type) -> Callable[[Any, str], Any]:
-    return lambda raw, path: parse(cls, raw, path)
+    def check_section(raw: Any, path: str) -> Any:
+        return parse(cls, raw, path)
+    check_section.params_class = cls  # type: ignore[attr-defined]  # (tests walk its keys)
+    return check_section
 
 
 # Every top-level section of params.yaml and the function that checks it (raw value, key
@@ -71,4 +75,7 @@ def validate_all(params: Mapping) -> dict[str, Any]:
     models = train_models(params)
     for name in TRAINED_SECTIONS:
         out[name] = {m: cfg for m, cfg in models.items() if section_of(params, m) == name}
+    # a pair must name a model of this params file: found by analyze only, DVC would have
+    # deleted its outputs first
+    out["analyze"].check_models("analyze", model_names(out["ngram"].orders, list(models)))
     return out

@@ -29,9 +29,30 @@ from charlab.params.core import (
     shown,
 )
 
-# A model name becomes a DVC stage (train@<name>), a command-line argument and a file name
-# (models/<name>.pt): nothing that could be read as a path or split in two.
+# A model name becomes a DVC stage (train@<name>), words of a command line that a shell
+# runs (dvc.yaml's `--model ${key}`, `--init models/${item.init_from}.pt`) and file names
+# (models/<name>.pt): nothing a shell or a path could read as more than one plain word.
 MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+NAME_RULE = "letters, digits, _ or - (starting with a letter or _)"
+# A file name has at most 255 bytes (NAME_MAX; a name is ASCII, a byte per character). The
+# longest built from model names is the analysis page of a pair, compare_<a>_vs_<b>.html
+# (analysis.py; the others: models/<m>.pt and .pt.state, metrics/train/<m>.csv,
+# metrics/runs/<m>.json, samples/<m>.txt, cells_<m>.html/.png, saturation_<m>.png), while
+# DVC checks it out as <file>.<22 characters>.tmp (charlab.io's temp, .<file>.XXXXXXXX.tmp,
+# is shorter): 2 * 105 + 17 + 27 = 254.
+NAME_MAX = 255
+MAX_NAME_LENGTH = (NAME_MAX - len("compare__vs_.html") - len(".0123456789abcdefghijkl.tmp")) // 2
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model name (completing "must be ..."), or None."""
+    if not MODEL_NAME.fullmatch(name):
+        return NAME_RULE
+    if len(name) > MAX_NAME_LENGTH:
+        return (f"at most {MAX_NAME_LENGTH} characters (file names are built from them, the "
+                "longest compare_<a>_vs_<b>.html and its temporary copies, and a file name has "
+                f"at most {NAME_MAX} bytes), got {len(name)}")
+    return None
 TRAINED_SECTIONS = ("train", "finetune")
 
 
@@ -155,9 +176,9 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{section}: must map each model name to its settings")
     for name, entry in raw.items():
-        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-            raise ParamsError(f"{section}.{shown(name)}: model names must be letters, digits, "
-                              "_ or - (starting with a letter or _)")
+        problem = name_problem(name) if isinstance(name, str) else NAME_RULE
+        if problem:
+            raise ParamsError(f"{section}.{shown(name)}: model names must be {problem}")
         key = f"{section}.{name}"
         if re.fullmatch(r"ngram\d+", name):
             raise ParamsError(f"{key}: names ngram<order> are reserved for n-gram models")
@@ -178,6 +199,13 @@ def _entries(raw: Any, section: str, out: dict[str, TrainParams]) -> None:
                     f"{key}.init_from: must name a checkpoint in models/ (another entry, or "
                     f"one imported there: dvc import <repo> <path> -o models/<name>.pt), "
                     f"got {cfg.init_from!r}")
+            problem = name_problem(cfg.init_from)
+            if problem == NAME_RULE:
+                # dvc.yaml interpolates it into the stage's command, which a shell runs
+                raise ParamsError(f"{key}.init_from: must be a model name: {NAME_RULE}, as "
+                                  f"dvc.yaml puts it in a command line; got {cfg.init_from!r}")
+            if problem:
+                raise ParamsError(f"{key}.init_from: must be a model name: {problem}")
         out[name] = cfg
 
 
