@@ -23,8 +23,11 @@ def main() -> None:
     models = ModelSet.from_params(checked)
     write_json(args.model_set, models.to_json())
     write_text(args.ok, PARAMS_OK)
+    seeds = "".join(f"; seeds of {config}: {', '.join(runs)}"
+                    for config, runs in models.seeds.items())
     print(f"validate: {args.params}: {len(checked)} sections valid; models: n-gram orders "
-          f"{', '.join(map(str, models.ngram_orders))}; trained {', '.join(models.trained)}")
+          f"{', '.join(map(str, models.ngram_orders))}; trained {', '.join(models.trained)}"
+          f"{seeds}")
 
 
 if __name__ == "__main__":

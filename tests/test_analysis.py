@@ -322,9 +322,10 @@ def stages_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p["sample"]["length"] = 20
     p["evaluate"].update(device="cpu", threads=1)
     p["analyze"].update(threads=1, cells_chars=500, excerpt_chars=300)
+    p["intervals"]["block"] = 50  # of 449 test characters
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     for stage in ("validate", "download", "encode", "ngram", "train", "sample", "evaluate",
-                  "analyze", "report"):
+                  "analyze", "intervals", "report"):
         assert run_stage(ws, stage, key="lstm2")[0] == 0, stage
     return ws
 

@@ -52,9 +52,10 @@ def test_a_family_goes_through_every_stage(family: Family, pipeline_ws: Path, ca
     p = yaml.safe_load((ws / "params.yaml").read_text())
     p["train"] = {"m": tiny_entry(family)}
     p["finetune"] = {"ft": tiny_entry(family, init_from="m", max_steps=2, lr=0.005)}
+    p["intervals"]["block"] = 20  # of 299 test characters
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     for stage, key in [("validate", ""), ("train", "m"), ("finetune", "ft"), ("sample", ""),
-                       ("evaluate", ""), ("analyze", ""), ("report", "")]:
+                       ("evaluate", ""), ("analyze", ""), ("intervals", ""), ("report", "")]:
         code, _, err = run_stage(ws, stage, capsys, key=key, item={"init_from": "m"})
         assert code == 0 and "Traceback" not in err, (stage, err)
 

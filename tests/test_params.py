@@ -360,13 +360,13 @@ def test_a_number_written_as_yaml_reads_a_string_is_the_number_meant(tmp_path):
 def test_validate_all_checks_every_section_and_knows_no_other():
     checked = sections.validate_all(_default())
     assert list(checked) == ["download", "encode", "ngram", "train", "finetune", "sample",
-                             "evaluate", "analyze"]
+                             "evaluate", "analyze", "intervals"]
     assert list(checked["train"]) == ["rnn", "rnn3"]
     raw = _default()
     raw["sampel"] = {"length": 5}
     with pytest.raises(ParamsError, match=r"^sampel: unknown section; allowed sections: "
                                           r"download, encode, ngram, train, finetune, sample, "
-                                          r"evaluate, analyze$"):
+                                          r"evaluate, analyze, intervals$"):
         sections.validate_all(raw)
     raw = _default()
     del raw["evaluate"]
@@ -582,13 +582,14 @@ def test_models_named_at_the_bound_train_sample_evaluate_and_analyze(pipeline_ws
     tiny = p["train"]["rnn"]
     p["train"] = {a: {**tiny, "cell": "lstm"}, b: tiny}
     p["analyze"].update(pairs=[[a, b]], cells_chars=200, excerpt_chars=200)
+    p["intervals"]["block"] = 20  # of 299 test characters
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     assert run_stage(pipeline_ws, "validate")[0] == 0
     for name in (a, b):
         assert run_stage(pipeline_ws, "train", key=name)[0] == 0
         assert (pipeline_ws / f"models/{name}.pt").is_file()
         assert (pipeline_ws / f"models/{name}.pt.state").is_file()
-    for stage in ("sample", "evaluate", "analyze", "report"):
+    for stage in ("sample", "evaluate", "analyze", "intervals", "report"):
         assert run_stage(pipeline_ws, stage)[0] == 0, stage
     assert (pipeline_ws / f"metrics/analysis/pages/compare_{a}_vs_{b}.html").is_file()
     assert (pipeline_ws / f"metrics/analysis/figures/saturation_{a}.png").is_file()

@@ -77,6 +77,7 @@ def make_repo(tmp_path: Path, http_server: HTTPServer, text: str, tweak=None) ->
             entry.update(TINY_SIZES)
         p["sample"]["length"] = 40
         p["evaluate"]["device"] = "cpu"
+        p["intervals"]["block"] = 50  # test splits of 200-1500 characters
         if tweak:
             tweak(p)
     edit_params(repo, tiny)
@@ -92,8 +93,8 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     repo = pipeline_repo
     out = run(["dvc", "repro"], repo)
     assert stages_run(out) == {"validate", "download", "encode", "ngram", "train@rnn",
-                               "train@rnn3",
-                               "sample", "evaluate", "analyze", "report"}
+                               "train@rnn3", "sample", "evaluate", "analyze", "intervals",
+                               "report"}
 
     # every output the issue names
     vocab = Vocab.load(repo / "data/encoded/vocab.json")
@@ -154,8 +155,8 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     readers = repo / "src/charlab/params/readers.py"
     readers.write_text(readers.read_text() + "\n# an edit\n")
     rerun = stages_run(run(["dvc", "repro"], repo))
-    assert {"validate", "sample", "evaluate", "analyze"} <= rerun
-    assert rerun <= {"validate", "sample", "evaluate", "analyze", "report"}
+    assert {"validate", "sample", "evaluate", "analyze", "intervals"} <= rerun
+    assert rerun <= {"validate", "sample", "evaluate", "analyze", "intervals", "report"}
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
@@ -164,7 +165,8 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     # params check, whose outputs stay the same)
     edit_params(repo, lambda p: p["train"]["rnn3"].update(lr=0.01))
     rerun = stages_run(run(["dvc", "repro"], repo))
-    assert rerun == {"validate", "train@rnn3", "sample", "evaluate", "analyze", "report"}
+    assert rerun == {"validate", "train@rnn3", "sample", "evaluate", "analyze", "intervals",
+                     "report"}
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "rnn3 lr"], repo)
 
@@ -173,7 +175,8 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
         out = run([*cmd, "-o", str(repo / "plots_html"), "--json"], repo)
         assert "failed to load" not in out
         for plotted in ("metrics/train/rnn3.csv", "Test bits/char by model", "loss_curves.png",
-                        "Test bits/char by character class", "class_bpc.png"):
+                        "Test bits/char by character class", "class_bpc.png",
+                        "Validation nll against training FLOPs", "budget_flops.png"):
             assert plotted in out
     shutil.rmtree(repo / "plots_html")
 
@@ -181,6 +184,8 @@ def test_pipeline_end_to_end(pipeline_repo: Path):
     changed = {key.split(".")[0] for key in diff["metrics/metrics.json"]}
     assert "rnn3" in changed
     assert changed <= {"rnn3"}  # other models' metrics did not move
+    # nor their intervals: the same bootstrap seed draws the same blocks
+    assert {key.split(".")[0] for key in diff["metrics/intervals.json"]} == {"rnn3"}
 
     # the CLI on the pipeline's outputs
     out = run(["charlab", "sample", "rnn3", "--prime", "KING:", "--length", "30", "--seed", "1"],
@@ -219,7 +224,7 @@ def test_a_gpt_entry_added_from_the_command_line_goes_through_every_stage(tmp_pa
     out = run(["dvc", "exp", "run", "-S", f"+train.gpt={gpt}"], repo)
     assert "Traceback" not in out
     assert stages_run(out) == {"validate", "train@gpt", "sample", "evaluate", "analyze",
-                               "report"}
+                               "intervals", "report"}
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
         "ngram2", "rnn", "gpt"}
     summary = json.loads((repo / "metrics/analysis/summary.json").read_text())
@@ -367,7 +372,7 @@ def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
 
     edit_params(repo, lambda p: p["train"].pop("rnn3"))
     assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "sample", "evaluate",
-                                                       "analyze", "report"}
+                                                       "analyze", "intervals", "report"}
     assert json.loads((repo / "data/models.json").read_text()) == {
         "ngram_orders": [2], "trained": ["rnn"]}
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {"ngram2", "rnn"}
@@ -383,7 +388,8 @@ def test_removing_a_model_removes_it_from_every_listing(tmp_path, http_server):
     gru = {**TINY_SIZES, "cell": "gru", "max_steps": 2, "eval_every": 2}
     edit_params(repo, lambda p: p["train"].update(gru1=gru))
     assert stages_run(run(["dvc", "repro"], repo)) == {"validate", "train@gru1", "sample",
-                                                       "evaluate", "analyze", "report"}
+                                                       "evaluate", "analyze", "intervals",
+                                                       "report"}
     assert set(json.loads((repo / "metrics/metrics.json").read_text())) == {
         "ngram2", "rnn", "gru1"}
 
@@ -437,3 +443,100 @@ def test_two_dvc_repro_at_once(tmp_path: Path) -> None:
     assert "up to date" in dvc("status").stdout
     again = dvc("repro")  # no stale lock left behind
     assert "up to date" in again.stdout + again.stderr
+
+
+# --- which model is best, and how sure (issue 19): seeds, pairs, charlab diff
+
+def test_seeds_pairs_and_diff_between_revisions(tmp_path, http_server):
+    """One repo: the pairs and the verdict; a changed lr, compared with `charlab diff`
+    between two commits; a second seed written as a merge key trains only itself and the
+    readers, and the report shows mean ± sd; an experiment ref; another corpus refused."""
+    repo = make_repo(tmp_path, http_server, make_text(12_000, seed=7), lambda p: p.update(
+        train={"rnn": p["train"]["rnn"]}, ngram={**p["ngram"], "orders": [2]}))
+    run(["dvc", "repro"], repo)
+    pairs = pd.read_csv(repo / "metrics/pairs.csv")
+    assert list(pairs.columns) == ["a", "b", "diff", "lo", "hi", "verdict"]
+    assert pairs[["a", "b"]].values.tolist() == [["ngram2", "rnn"]]
+    for r in pairs.itertuples():
+        assert r.lo <= r.diff <= r.hi
+        assert r.verdict == ("a" if r.hi < 0 else "b" if r.lo > 0 else "tie")
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    text = json.dumps(shown)
+    assert '"test_nll_lo"' in text and '"test_nll_hi"' in text
+    assert (repo / "metrics/report.md").read_text().startswith("# charlab report\n\n## Verdict")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "base"], repo)
+
+    # a changed lr: charlab diff between the two commits, B - A per model
+    edit_params(repo, lambda p: p["train"]["rnn"].update(lr=0.03))
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "lr"], repo)
+    rows = diff_rows(run(["charlab", "diff", "HEAD~1", "HEAD", "--block", "50"], repo))
+    before = json.loads(run(["git", "show", "HEAD~1:metrics/metrics.json"], repo))
+    after = json.loads((repo / "metrics/metrics.json").read_text())
+    assert rows["ngram2"][-1] == "identical"
+    a, b, change, lo, hi = rows["rnn"][0], rows["rnn"][1], rows["rnn"][2], *rows["rnn"][3:5]
+    assert (a, b) == pytest.approx((before["rnn"]["test_nll"], after["rnn"]["test_nll"]),
+                                   abs=1e-4)
+    assert change == pytest.approx(b - a, abs=2e-4) and lo <= change <= hi
+    assert rows["rnn"][-1] == ("better" if hi < 0 else "worse" if lo > 0 else "no real change")
+
+    # a second seed, one line of params.yaml: only its training and the readers are stale
+    text = (repo / "params.yaml").read_text()
+    text = text.replace("\n  rnn:\n", "\n  rnn: &rnn\n", 1).replace(
+        "\nfinetune:", "\n  rnn_s2: {<<: *rnn, seed: 2}\nfinetune:", 1)
+    (repo / "params.yaml").write_text(text)
+    run(["dvc", "repro", "validate"], repo)  # the model set: what the readers depend on
+    readers = {"sample", "evaluate", "analyze", "intervals", "report"}
+    assert set(json.loads(run(["dvc", "status", "--json"], repo))) == {"train@rnn_s2"} | readers
+    assert stages_run(run(["dvc", "repro"], repo)) == {"train@rnn_s2"} | readers
+    report = (repo / "metrics/report.md").read_text()
+    row = pd.read_csv(repo / "metrics/configs.csv").set_index("config").loc["rnn"]
+    assert row["seeds"] == 2
+    assert f"| rnn | rnn, rnn_s2 | {row['mean']:.4f} ± {row['sd']:.4f} |" in report
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "seed 2"], repo)
+
+    # an experiment (dvc exp run -S keeps the merge key): by its name and by its ref
+    out = run(["dvc", "exp", "run", "-S", "train.rnn_s2.seed=3"], repo)
+    assert stages_run(out) == {"validate", "train@rnn_s2"} | readers
+    assert "<<: *rnn" in (repo / "params.yaml").read_text()
+    name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
+    ref = run(["git", "for-each-ref", "--format=%(refname)", f"refs/exps/*/*/{name}"],
+              repo).strip()
+    for rev in (name, ref):
+        rows = diff_rows(run(["charlab", "diff", "HEAD", rev, "--block", "50"], repo))
+        assert rows["ngram2"][-1] == rows["rnn"][-1] == "identical"
+        assert rows["rnn_s2"][-1] != "identical"
+
+    # another corpus (an experiment run as far as the split manifest): refused in one line,
+    # the manifests compared before any scores are read
+    other = http_server.put("other.txt", make_text(12_500, seed=8).encode())
+    sha = hashlib.sha256(make_text(12_500, seed=8).encode()).hexdigest()
+    out = run(["dvc", "exp", "run", "-S", f"download.url={other}", "-S",
+               f"download.sha256={sha}", "encode"], repo)
+    name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
+    code, out = run_status(["charlab", "diff", "HEAD", name], repo)
+    assert code == 2
+    for argv, message in [(["HEAD", "nope"], "error: nope: no such git revision or "
+                           "experiment (`dvc exp show` lists the experiments)\n"),
+                          (["HEAD~1", "HEAD", "--block", "0"],
+                           "error: --block: must be an integer >= 1, got 0\n")]:
+        assert run_status(["charlab", "diff", *argv], repo) == (2, message)
+    assert re.fullmatch(r"error: HEAD and \S+ scored different test text \(corpus sha256 "
+                        r"[0-9a-f]{12}… test characters 11400-12000, against [0-9a-f]{12}… "
+                        r"11875-12500\): their test nll cannot be compared character by "
+                        r"character\n", out), out
+
+
+def diff_rows(out: str) -> dict[str, list]:
+    """`charlab diff`'s table: model -> [A, B, B - A, lo, hi, change]."""
+    rows = {}
+    for line in out.splitlines()[2:]:
+        m = re.fullmatch(r"(\S+)\s+([\d.]+)\s+([\d.]+)\s+([-+][\d.]+)\s+([-+][\d.]+) to "
+                         r"([-+][\d.]+)\s+(.+)", line)
+        if m:
+            rows[m.group(1)] = [*map(float, m.groups()[1:6]), m.group(7)]
+    return rows
+

@@ -53,7 +53,8 @@ def test_values_an_override_cannot_hold(value) -> None:
 
 
 BASE = {"download": {"url": "file:///x.txt"}, "encode": {}, "ngram": {}, "sample": {},
-        "evaluate": {}, "analyze": {}, "train": {"rnn": {"lr": 0.004, "batch_size": 128}}}
+        "evaluate": {}, "analyze": {}, "intervals": {},
+        "train": {"rnn": {"lr": 0.004, "batch_size": 128}}}
 
 
 def write(tmp_path: Path, name: str, obj) -> Path:

@@ -130,7 +130,8 @@ def test_queue_grid_two_workers(tmp_path, http_server):
         for log in logs.values():
             # the clone reused the baseline's upstream outputs, trained rnn3 and evaluated it
             ran = stages_run(log)
-            assert ran == {"validate", "train@rnn3", "sample", "evaluate", "analyze", "report"}, log
+            assert ran == {"validate", "train@rnn3", "sample", "evaluate", "analyze",
+                           "intervals", "report"}, log
             # OMP_NUM_THREADS=1 of `dvc queue start` reached the stage (not every core)
             assert THREAD_LINE.findall(log) == ["1"], log
 

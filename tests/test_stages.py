@@ -105,7 +105,7 @@ def test_every_stage_script_is_in_the_pipeline() -> None:
     assert {p.stem for p in (REPO / "stages").glob("*.py")} == set(STAGES)
 
 
-@pytest.mark.parametrize("name", ["sample", "evaluate", "analyze", "report"])
+@pytest.mark.parametrize("name", ["sample", "evaluate", "analyze", "intervals", "report"])
 def test_readers_do_not_depend_on_the_training_code(name: str) -> None:
     """An edit of the training loop (or its batching, resume state, launch, DDP) reruns only
     the train@ and finetune@ stages: the stages that read models import none of it."""

@@ -255,6 +255,20 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{key:<15} {value}")
 
 
+def cmd_diff(args: argparse.Namespace) -> None:
+    from charlab.compare import Bootstrap, IntervalError
+    from charlab.intervals import check_block
+    from charlab.revdiff import diff_table, format_diff, load_sides
+
+    try:
+        boot = Bootstrap(args.block, args.resamples, args.seed)
+    except IntervalError as e:
+        raise CharlabError(f"--{e}") from None
+    a, b = load_sides(args.rev_a, args.rev_b)
+    check_block(boot.block, a.scores.logprobs.shape[1], "--block")
+    print(format_diff(a, b, diff_table(a, b, boot), boot))
+
+
 def cmd_profile(args: argparse.Namespace) -> None:
     import shlex
     import subprocess
@@ -341,6 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="(default params.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("diff", help="each model's test nll at two revisions (commits, "
+                       "branches, dvc experiments): the change B - A with its interval, and "
+                       "whether it is real", epilog="Run in the project's directory; the "
+                       "scores are read through DVC (its cache, or a remote).")
+    p.add_argument("rev_a", help="revision A: a commit, branch, tag or experiment name")
+    p.add_argument("rev_b", help="revision B (the change shown is B - A)")
+    p.add_argument("--block", type=int, default=1000,
+                   help="characters per resampled block (default 1000, docs/intervals.md)")
+    p.add_argument("--resamples", type=int, default=2000, help="(default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="the resampling's seed (default 0)")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("info", help="what a trained checkpoint holds")
     p.add_argument("checkpoint", help="a .pt file written by the train stage")

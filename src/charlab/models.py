@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +47,54 @@ class ModelSetError(CharlabError):
     """The model-set file (data/models.json) is missing or damaged."""
 
 
+def seed_groups(entries: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Trained models that are seeds of one configuration: entries equal in every key but
+    ``seed`` (each value has ``to_dict()``: :class:`charlab.params.training.TrainParams`).
+    Each group of two or more is named by its first model in params order."""
+    groups: dict[str, list[str]] = {}
+    for name, cfg in entries.items():
+        key = repr(sorted((k, v) for k, v in cfg.to_dict().items() if k != "seed"))
+        groups.setdefault(key, []).append(name)
+    return {runs[0]: tuple(runs) for runs in groups.values() if len(runs) > 1}
+
+
 @dataclass(frozen=True)
 class ModelSet:
-    """Which models the pipeline has: the n-gram orders and the names of the train: entries.
-    The validate stage writes it; sample, evaluate and report depend on it, so adding or
-    removing a model reruns them (and only a change of the set does)."""
+    """Which models the pipeline has: the n-gram orders, the names of the train: and
+    finetune: entries, and which of those are seeds of one configuration (``seeds``:
+    configuration -> its runs, for configurations of two or more seeds). The validate stage
+    writes it; the readers depend on it, so adding or removing a model reruns them (and only
+    a change of the set does)."""
 
     ngram_orders: tuple[int, ...]
     trained: tuple[str, ...]
+    seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, checked: Mapping[str, Any]) -> ModelSet:
         """From :func:`charlab.params.sections.validate_all`'s result."""
-        return cls(tuple(sorted(checked["ngram"].orders)),
-                   tuple(checked["train"]) + tuple(checked["finetune"]))
+        entries = {**checked["train"], **checked["finetune"]}
+        return cls(tuple(sorted(checked["ngram"].orders)), tuple(entries),
+                   seed_groups(entries))
+
+    def configs(self) -> dict[str, tuple[str, ...]]:
+        """Every model as a configuration and its runs: the n-grams and single-seed models
+        each alone, a configuration of several seeds under its first run's name, in the
+        order of :func:`model_names`."""
+        member = {run: config for config, runs in self.seeds.items() for run in runs}
+        out: dict[str, tuple[str, ...]] = {}
+        for name in model_names(list(self.ngram_orders), list(self.trained)):
+            config = member.get(name, name)
+            if config not in out:
+                out[config] = self.seeds.get(config, (name,))
+        return out
 
     def to_json(self) -> dict:
-        return {"ngram_orders": list(self.ngram_orders), "trained": list(self.trained)}
+        out: dict[str, Any] = {"ngram_orders": list(self.ngram_orders),
+                               "trained": list(self.trained)}
+        if self.seeds:  # left out when empty: a set without seeds is written as before
+            out["seeds"] = {config: list(runs) for config, runs in self.seeds.items()}
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelSet:
@@ -76,11 +107,17 @@ class ModelSet:
             raise ModelSetError(f"{path}: not a model-set file: {e}") from None
         orders, trained = (obj.get(k) if isinstance(obj, dict) else None
                            for k in ("ngram_orders", "trained"))
+        seeds = obj.get("seeds", {}) if isinstance(obj, dict) else None
         if not (isinstance(orders, list) and all(type(o) is int for o in orders)
-                and isinstance(trained, list) and all(isinstance(t, str) for t in trained)):
+                and isinstance(trained, list) and all(isinstance(t, str) for t in trained)
+                and isinstance(seeds, dict) and all(
+                    isinstance(runs, list) and set(runs) <= set(trained)
+                    for runs in seeds.values())):
             raise ModelSetError(f"{path}: not a model-set file: expected "
-                                '{"ngram_orders": [int, ...], "trained": [name, ...]}')
-        return cls(tuple(orders), tuple(trained))
+                                '{"ngram_orders": [int, ...], "trained": [name, ...], '
+                                '"seeds": {config: [name, ...]} (optional)}')
+        return cls(tuple(orders), tuple(trained),
+                   {str(c): tuple(runs) for c, runs in seeds.items()})
 
 
 def load_model(path: str | os.PathLike, vocab: Vocab, device: str = "cpu") -> LanguageModel:

@@ -197,15 +197,18 @@ def sample_excerpt(sample: str, prime: str = "") -> str:
 
 def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
                     samples: Mapping[str, str], figures: Mapping[str, str],
-                    analysis: list[str] | None = None, prime: str = "") -> str:
-    """The report: one table of every model, figure links, the analysis sections (lines from
-    :func:`analysis_markdown`), a sample excerpt per model (each sample is ``prime`` and
-    what the model wrote after it)."""
+                    analysis: list[str] | None = None, prime: str = "",
+                    verdict: str = "", stats: list[str] | None = None) -> str:
+    """The report: the ``verdict`` (markdown) first, one table of every model, the
+    ``stats`` sections (intervals, seeds, budgets: :mod:`charlab.report_stats`), figure
+    links, the analysis sections (lines from :func:`analysis_markdown`), a sample excerpt
+    per model (each sample is ``prime`` and what the model wrote after it)."""
     test = metrics[metrics["split"] == "test"].set_index("model")
     val = metrics[metrics["split"] == "val"].set_index("model")["nll"]
     best = test["nll"].idxmin()
     lines = [
-        "# charlab report", "",
+        "# charlab report", "", *([verdict.rstrip("\n"), "", "## Every model", ""]
+                                  if verdict else []),
         f"Best model on the test split: **{best}** "
         f"({test.loc[best, 'bpc']:.3f} bits/char, perplexity {test.loc[best, 'perplexity']:.2f}).",
         "", "nll is the mean negative log-likelihood in nats per character over the whole "
@@ -225,6 +228,7 @@ def render_markdown(metrics: pd.DataFrame, trained: Mapping[str, TrainedInfo],
             f"| {info.device if info else 'cpu (counting)'} "
             f"| {info.precision if info else '–'} |"
         )
+    lines += stats or []
     lines += ["", "## Figures", ""]
     lines += [f"![{title}]({rel})" for title, rel in figures.items()]
     lines += analysis or []
@@ -249,7 +253,7 @@ class AnalysisFiles:
 def write_report(metrics_csv: str | os.PathLike, trained: Mapping[str, TrainedInfo],
                  samples: Mapping[str, str], report_path: str | os.PathLike,
                  figures_dir: str | os.PathLike, analysis: AnalysisFiles | None = None,
-                 prime: str = "") -> None:
+                 prime: str = "", verdict: str = "", stats: list[str] | None = None) -> None:
     metrics = pd.read_csv(metrics_csv)
     report_path, figures_dir = Path(report_path), Path(figures_dir)
     figures: dict[str, str] = {}
@@ -267,4 +271,5 @@ def write_report(metrics_csv: str | os.PathLike, trained: Mapping[str, TrainedIn
         rel = lambda p: os.path.relpath(p, report_path.parent)  # noqa: E731
         extra = analysis_markdown(pd.read_csv(analysis.classes), read_json(analysis.summary),
                                   order, rel(analysis.figures), rel(analysis.pages))
-    write_text(report_path, render_markdown(metrics, trained, samples, figures, extra, prime))
+    write_text(report_path, render_markdown(metrics, trained, samples, figures, extra, prime,
+                                            verdict, stats))

@@ -1,4 +1,5 @@
-"""The readers' sections of params.yaml: ``sample``, ``evaluate`` and ``analyze``.
+"""The readers' sections of params.yaml: ``sample``, ``evaluate``, ``analyze`` and
+``intervals``.
 
 Only the reader stages import this module, so editing a default here reruns none of the
 data or training stages.
@@ -69,3 +70,19 @@ class AnalyzeParams:
                 if name not in names:
                     raise ParamsError(f"{path}.pairs[{i}][{j}]: unknown model {name!r}; "
                                       f"the models are {', '.join(names)}")
+
+
+@dataclass(frozen=True)
+class IntervalsParams:
+    """How the intervals stage resamples the test split (:class:`charlab.compare.Bootstrap`,
+    whose defaults these are: docs/intervals.md says how the block length was chosen)."""
+
+    # characters per resampled block: from the autocorrelation of the per-character
+    # differences on Tiny Shakespeare (suggest_block gave 963)
+    block: int = field(default=1000, metadata=check(positive))
+    # resampled test splits per interval (2000 take ~20 ms; a million, ~10 s)
+    resamples: int = field(default=2000, metadata=check(both(
+        lambda v: None if v >= 10 else "must be at least 10 (a percentile of fewer is noise)",
+        at_most(1_000_000, "the stage would run for minutes"))))
+    # seeds the resampling: the same seed gives the same intervals to the last bit
+    seed: int = field(default=0, metadata=check(non_negative))

@@ -13,7 +13,12 @@ from typing import Any
 from charlab.models import model_names
 from charlab.params.core import ParamsError, parse, shown
 from charlab.params.data import DownloadParams, EncodeParams, NgramParams
-from charlab.params.readers import AnalyzeParams, EvaluateParams, SampleParams
+from charlab.params.readers import (
+    AnalyzeParams,
+    EvaluateParams,
+    IntervalsParams,
+    SampleParams,
+)
 from charlab.params.training import TRAINED_SECTIONS, section_of, train_models
 
 
@@ -37,6 +42,7 @@ SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "sample": _dataclass_section(SampleParams),
     "evaluate": _dataclass_section(EvaluateParams),
     "analyze": _dataclass_section(AnalyzeParams),
+    "intervals": _dataclass_section(IntervalsParams),
 }
 # sections params.yaml may leave out
 OPTIONAL_SECTIONS = ("finetune",)
