@@ -4,12 +4,15 @@ minute: CI runs it through tests/test_gpu_check.py).
 
 It runs, and prints as one table:
 1. the CUDA-marked tests (``pytest -m cuda tests/test_cuda.py``; they skip without a GPU);
-2. the dtype each part actually ran in (recurrence, head, hidden state, parameter
-   gradients) for every cell x precision, read from the tensors by a dispatch trace;
+2. the dtype each part actually ran in (the body's matrix products or recurrent kernels,
+   head, carried state, parameter gradients) for every cell of every registered family x
+   precision, read from the tensors by a dispatch trace;
 3. host syncs per training step after a fresh start and after a resume (0 expected);
-4. training throughput (chars/s, the real trainer) of rnn (1x512), rnn3 (3x512) and lstm3
-   (3x512 LSTM) per precision at B128 x T100 and at a GPU-sized batch, against a ceiling of
-   6 x params FLOPs per character at the bf16 GEMM rate measured in the same run;
+4. training throughput (chars/s, the real trainer) of rnn (1x512), rnn3 (3x512), lstm3
+   (3x512 LSTM), a 3-layer GPT and 3-block minGRU, minLSTM and LRU networks per precision
+   at B128 x T100 and at a GPU-sized batch, against a ceiling of 6 x the forward
+   multiply-adds per character (each family's count) at the bf16 GEMM rate measured in the
+   same run;
 5. a short convergence check: best val nll per precision against fp32 at equal steps;
 6. sampling speed (chars/s) of ``charlab sample``'s loop on the device, timed in-process
    for at least 0.2 s ("n/a" when too fast to time).
@@ -42,8 +45,9 @@ from _common import train_once  # noqa: E402
 from conftest import SHARED_CORPUS, make_text  # noqa: E402
 from results import update_section  # noqa: E402
 
+from charlab import families  # noqa: E402
 from charlab.encoding import Corpus, Vocab, encode_corpus  # noqa: E402
-from charlab.families.recurrent import CharRNN, ModelConfig  # noqa: E402
+from charlab.families.base import state_tensors  # noqa: E402
 from charlab.lm import generate  # noqa: E402
 from charlab.models import load_model  # noqa: E402
 from charlab.params.training import TrainParams, parse_entry  # noqa: E402
@@ -56,9 +60,11 @@ from charlab.runtime import (  # noqa: E402
     plan_precision,
 )
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = families.CELLS  # every registered family's cells
 PRECISIONS = ("fp32", "tf32", "bf16")
-MODELS = {"rnn": ("rnn", 1), "rnn3": ("rnn", 3), "lstm3": ("lstm", 3)}
+# the throughput rows: (cell, layers) at the size's width; a GPT gets heads and a context
+MODELS = {"rnn": ("rnn", 1), "rnn3": ("rnn", 3), "lstm3": ("lstm", 3), "gpt": ("gpt", 3),
+          "mingru": ("mingru", 3), "minlstm": ("minlstm", 3), "lru": ("lru", 3)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +83,12 @@ SMOKE = Size(32, ((8, 16),), 3, 12, 50, 60_000)
 
 def cfg(cell: str, layers: int, hidden: int, batch: int, seq: int, device: str, **kw
         ) -> TrainParams:
-    base = dict(cell=cell, layers=layers, hidden_size=hidden, batch_size=batch,
-                seq_length=seq, lr=2e-3, warmup_steps=10, max_steps=10, eval_every=10**6,
-                dropout=0.1, device=device, threads=0)
+    """An entry of ``cell`` at this size; a GPT reads windows of ``seq`` (its context)."""
+    shape = ({"heads": 4, "context": seq} if families.by_cell(cell).window_key == "context"
+             else {"seq_length": seq})
+    base = dict(cell=cell, layers=layers, hidden_size=hidden, batch_size=batch, lr=2e-3,
+                warmup_steps=10, max_steps=10, eval_every=10**6, dropout=0.1, device=device,
+                threads=0, **shape)
     return parse_entry({**base, **kw}, "train.check")
 
 
@@ -123,20 +132,21 @@ def dtypes_row(cell: str, precision: str, device: torch.device, size: Size) -> l
         return [cell, precision, f"n/a: {str(e).split(',')[0]}", "", "", "", ""]
     vocab, h = 65, size.hidden
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab, cell=cell, layers=2, hidden_size=h, dropout=0.1))
+    entry = cfg(cell, 2, h, 8, 16, device.type)
+    model = entry.family.build(entry.network_config(vocab))
     model.to(device).train()
     model.set_precision(plan.recurrence, plan.head)
     idx = torch.randint(0, vocab, (8, 16), device=device)
     with float32_gemms(plan), dtype_trace() as ops:
         logits, hidden = model(idx)
         F.cross_entropy(logits.float().reshape(-1, vocab), idx.reshape(-1)).backward()
-    # recurrent kernels: cuDNN's (or torch's per-cell ones), or on the CPU's fused Elman
-    # path the H x H GEMMs of the recurrence
+    # the body: recurrent kernels (cuDNN's, torch's per-cell ones) and every other matrix
+    # product but the output layer's (whose last dimension is the vocabulary)
+    gemm = ("mm", "addmm", "bmm", "linear")
     rec = [r for r in ops if re.search(r"rnn|lstm|gru", r.op)
-           or (r.op in ("mm", "addmm") and r.shapes and r.shapes[0][-1] == h)]
-    head = [r for r in ops if r.op in ("mm", "addmm", "linear") and r.shapes
-            and r.shapes[0][-1] == vocab]
-    hs = hidden if isinstance(hidden, tuple) else (hidden,)
+           or (r.op in gemm and r.shapes and r.shapes[0][-1] != vocab)]
+    head = [r for r in ops if r.op in gemm and r.shapes and r.shapes[0][-1] == vocab]
+    hs = state_tensors(hidden)  # none for a GPT, which carries nothing between steps
     fp16 = any(torch.float16 in r.inputs + r.outputs for r in ops)
     return [cell, precision, _names(d for r in rec for d in r.inputs),
             _names(d for r in head for d in r.inputs), _names(t.dtype for t in hs),
@@ -210,9 +220,10 @@ def throughput(device: torch.device, corpus: Corpus, tmp: Path, size: Size, rate
                     continue
                 c = cfg(cell, layers, size.hidden, batch, seq, device.type,
                         precision=precision)
-                cps, n_params = chars_per_sec(c, corpus, tmp / f"{name}-{batch}-{precision}",
-                                              size.steps)
-                ceiling = rate / (6 * n_params)
+                cps, _ = chars_per_sec(c, corpus, tmp / f"{name}-{batch}-{precision}",
+                                       size.steps)
+                macs = c.family.forward_macs(c.network_config(corpus.vocab.size))
+                ceiling = rate / (6 * macs)
                 rows.append([name, f"B{batch}xT{seq}", precision, f"{cps:,.0f}",
                              f"{cps / ceiling:.2f}"])
     return rows
@@ -308,7 +319,7 @@ def main() -> None:
                                                    else "")]
     out += ["", f"1. CUDA tests (`pytest -m cuda`): {cuda_tests()}"]
     out += ["", "2. dtypes read from the tensors (2 layers, forward + backward):", "",
-            table(["cell", "precision", "recurrence", "head", "hidden state", "param grads",
+            table(["cell", "precision", "body", "head", "carried state", "param grads",
                    "fp16 anywhere"],
                   [dtypes_row(c, p, device, size) for c in CELLS for p in PRECISIONS])]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -324,7 +335,7 @@ def main() -> None:
                 f"{resumed} (0 expected)"]
         rate = gemm_rate(device, 8192 if device.type == "cuda" else 512)
         out += ["", f"4. training throughput (chars/s; ceiling = bf16 GEMM rate "
-                f"{rate / 1e9:,.0f} GFLOP/s / (6 x params FLOPs per char)):", "",
+                f"{rate / 1e9:,.0f} GFLOP/s / (6 x forward multiply-adds per char)):", "",
                 table(["model", "batch", "precision", "chars/s", "of ceiling"],
                       throughput(device, corpus, tmp / "speed", size, rate))]
         out += ["", f"5. convergence, rnn3 shape, {size.converge_steps} steps (best val nll):",
