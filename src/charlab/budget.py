@@ -166,11 +166,14 @@ def plot_budget(table: pd.DataFrame, constants: Mapping[str, float] | None, path
     constants = dict(constants or {})
     fig, ax = plt.subplots(figsize=(8, 4.8))
     names = list(dict.fromkeys(table["model"]))
+    # the default cycle repeats after 10 colours: past that, 20 distinct ones (tab20)
+    many = len(names) + len(constants) > 10
+    color = (lambda i: plt.get_cmap("tab20")(i % 20)) if many else (lambda i: f"C{i}")
     for i, name in enumerate(names):
         part = table[table["model"] == name].sort_values(by)
-        ax.plot(part[by], part["val_nll"], "-o", ms=3.5, lw=1.6, color=f"C{i}", label=name)
+        ax.plot(part[by], part["val_nll"], "-o", ms=3.5, lw=1.6, color=color(i), label=name)
     for j, (name, value) in enumerate(constants.items()):
-        ax.axhline(value, ls="--", lw=1.2, color=f"C{len(names) + j}",
+        ax.axhline(value, ls="--", lw=1.2, color=color(len(names) + j),
                    label=f"{name} (no training curve)")
     ax.set_xscale("log")
     if by == "seconds":  # a narrow range: plain 1-2-5 labels, not 3x10^1 4x10^1 ...
@@ -189,7 +192,9 @@ def plot_budget(table: pd.DataFrame, constants: Mapping[str, float] | None, path
     ax.set_title(f"Validation nll against {unit}")
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        # beside the axes when there are many lines, so that none hides a curve
+        ax.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)}
+                                 if many else {}))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
