@@ -220,3 +220,28 @@ def test_a_duplicate_key_in_a_profile_is_refused(tmp_path: Path, capsys) -> None
     assert re.fullmatch(r"error: profile \S*p\.yaml: not valid YAML: found duplicate key "
                         r"train\.rnn\.batch_size \(first at line 3; DVC refuses such a file "
                         r"too\) in \"\S*p\.yaml\", line 4, column 5", err.strip()), err
+
+
+def test_the_cpu_best_profile_adds_one_valid_entry_to_the_defaults() -> None:
+    """profiles/cpu-best.yaml: the CPU comparison's best configuration (bench/RESULTS.md) as
+    one new train: entry beside the default models, complete and valid, one command away."""
+    base = load(REPO / "params.yaml")
+    prof = yaml.safe_load((REPO / "profiles" / "cpu-best.yaml").read_text())
+    assert set(prof) == {"train"}
+    (name,) = set(prof["train"]) - set(base["train"])
+    assert set(prof["train"]) == {name}
+    entry = train_models(merged(base, prof))[name]
+    assert (entry.device, entry.precision, entry.nproc) == ("auto", "auto", 1)
+    sets = overrides(REPO / "profiles" / "cpu-best.yaml", REPO / "params.yaml")
+    assert f"++train.{name}.cell={entry.cell}" in sets
+    assert all(s.startswith(f"++train.{name}.") for s in sets)
+
+
+def test_the_gpu_profile_trains_the_new_recurrent_families_at_gpu_scale() -> None:
+    prof = yaml.safe_load((REPO / "profiles" / "gpu.yaml").read_text())
+    models = train_models(merged(load(REPO / "params.yaml"), prof))
+    scan = {m: e for m, e in models.items() if e.cell in {"mingru", "minlstm", "lru"}}
+    assert scan
+    for entry in scan.values():
+        assert (entry.batch_size, entry.seq_length) == (256, 128)
+        assert entry.net.hidden_size > 192  # beyond the CPU comparison's size
