@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from charlab.families.scanrnn import ScanFamily
 from charlab.params.core import load
 from charlab.params.training import train_models
 from charlab.profiles import ProfileError, command, hydra_value, merged, overrides
@@ -240,7 +241,7 @@ def test_the_cpu_best_profile_adds_one_valid_entry_to_the_defaults() -> None:
 def test_the_gpu_profile_trains_the_new_recurrent_families_at_gpu_scale() -> None:
     prof = yaml.safe_load((REPO / "profiles" / "gpu.yaml").read_text())
     models = train_models(merged(load(REPO / "params.yaml"), prof))
-    scan = {m: e for m, e in models.items() if e.cell in {"mingru", "minlstm", "lru"}}
+    scan = {m: e for m, e in models.items() if isinstance(e.family, ScanFamily)}
     assert scan
     for entry in scan.values():
         assert (entry.batch_size, entry.seq_length) == (256, 128)
